@@ -1,0 +1,38 @@
+"""kanjax: Kolmogorov-Arnold Networks in JAX and Flax NNX.
+
+Layout, from the bottom up:
+
+* :mod:`kanjax.basis` - pure basis functions (power/Taylor, B-spline);
+* :mod:`kanjax.layer` - pure KAN layer maths;
+* :mod:`kanjax.nn` - thin Flax NNX modules (``KANLayer``, ``KAN``, ``MLP``);
+* :mod:`kanjax.training` - ``train``: one compiled ``lax.scan`` program per epoch;
+* :mod:`kanjax.plotting` - loss and gradient-norm plots (matplotlib, imported lazily).
+"""
+
+from kanjax import basis, layer, losses
+from kanjax.basis import bspline_basis, power_basis, uniform_grid
+from kanjax.layer import edge_activations, kan_layer
+from kanjax.nn import KAN, MLP, KANLayer, SplineGrid
+from kanjax.training import History, TrainingDiverged, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KAN",
+    "KANLayer",
+    "MLP",
+    "SplineGrid",
+    "History",
+    "TrainingDiverged",
+    "train",
+    "evaluate",
+    "basis",
+    "layer",
+    "losses",
+    "bspline_basis",
+    "power_basis",
+    "uniform_grid",
+    "kan_layer",
+    "edge_activations",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from kanjax.cli import main
+
+sys.exit(main())

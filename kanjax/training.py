@@ -1,0 +1,489 @@
+"""``kanjax.train``: training as one compiled program per epoch.
+
+The model is split once into (graph, trainable params, other state). One ``jax.jit``
+function runs a whole epoch: it shuffles with a JAX PRNG key, ``jax.lax.scan``s the
+optimizer step over the minibatches, evaluates the validation loss, and keeps the last
+finite state if the epoch diverged. The host only reads a few scalars per epoch (for the
+history and the progress bar) and merges the state back into the model at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from kanjax import losses as losses_lib
+
+__all__ = ["History", "TrainingDiverged", "train", "evaluate"]
+
+
+@dataclasses.dataclass
+class History:
+    """What ``train`` records, one entry per completed epoch.
+
+    Attributes:
+      train_loss: mean minibatch loss over the epoch (weighted by samples).
+      val_loss: loss on ``validation_data`` after the epoch (empty without it).
+      learning_rate: learning rate at the last step of the epoch (``nan`` when a custom
+        optimizer hides it).
+      wall_time: seconds since ``train`` started, at the end of each epoch (the first
+        entry includes compilation).
+      grad_norm: per layer (``"layers.0"``, ...), the L2 norm of that layer's gradient,
+        averaged over the epoch's steps.
+      config: the settings of the run (epochs, batch size, steps per epoch, seed, ...).
+    """
+
+    train_loss: list[float] = dataclasses.field(default_factory=list)
+    val_loss: list[float] = dataclasses.field(default_factory=list)
+    learning_rate: list[float] = dataclasses.field(default_factory=list)
+    wall_time: list[float] = dataclasses.field(default_factory=list)
+    grad_norm: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "History":
+        return cls(**{f.name: d.get(f.name, f.default_factory()) for f in dataclasses.fields(cls)})
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the history as JSON (atomically: a temporary file, then a rename)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=1, allow_nan=True)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became non-finite.
+
+    Attributes:
+      epoch: the (1-based) epoch whose loss was not finite.
+      model: the model at the end of the last finite epoch (the same object that was
+        passed to ``train``, updated in place).
+      history: the history up to the last finite epoch.
+    """
+
+    def __init__(self, epoch: int, model, history: History):
+        self.epoch, self.model, self.history = epoch, model, history
+        super().__init__(
+            f"training diverged: the loss became non-finite (nan or inf) in epoch {epoch}; "
+            f"the model holds the parameters after epoch {epoch - 1}, the last finite one. "
+            "Try a smaller learning rate, inputs scaled to the grid range, or squash='tanh'."
+        )
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _as_array(name: str, a) -> jax.Array:
+    if a is None:
+        raise TypeError(f"{name} is None; expected an array")
+    try:
+        arr = jnp.asarray(a)
+    except TypeError as err:
+        raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from err
+    if arr.dtype == jnp.bool_ or arr.dtype == object:
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+@jax.jit
+def _count_nonfinite(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.sum(~jnp.isfinite(a)) for a in arrays])
+
+
+def _check_finite(**named: jax.Array) -> None:
+    """Raise if a floating array contains nan or inf (one compiled reduction for all)."""
+    floats = {k: a for k, a in named.items() if jnp.issubdtype(a.dtype, jnp.inexact)}
+    if not floats:
+        return
+    for name, count in zip(floats, _count_nonfinite(list(floats.values())).tolist()):
+        if count:
+            raise ValueError(f"{name} contains {count} non-finite value(s) (nan or inf)")
+
+
+def _prepare_data(model, data, name: str, loss_name: str | None, out_shape):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be a pair (x, y), got {type(data).__name__}")
+    x, y = _as_array(f"{name} x", data[0]), _as_array(f"{name} y", data[1])
+    if x.ndim < 1 or y.ndim < 1:
+        raise ValueError(f"{name}: x and y need a leading sample axis, got shapes {x.shape}, {y.shape}")
+    in_features = getattr(model, "in_features", None)
+    if in_features is not None and (x.ndim < 2 or x.shape[-1] != in_features):
+        raise ValueError(
+            f"{name}: the model takes {in_features} input features but x has shape "
+            f"{tuple(x.shape)} (expected (n_samples, {in_features}))"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{name}: x and y have different numbers of samples: {x.shape[0]} vs {y.shape[0]}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    _check_finite(**{f"{name} x": x, f"{name} y": y})
+    if loss_name == "mse":
+        if y.ndim == 1 and out_shape is not None and out_shape[-1] == 1:
+            y = y[:, None]
+        if out_shape is not None and tuple(y.shape[1:]) != tuple(out_shape):
+            raise ValueError(
+                f"{name}: the model outputs shape {tuple(out_shape)} per sample but y has "
+                f"shape {tuple(y.shape[1:])} per sample"
+            )
+        if not jnp.issubdtype(y.dtype, jnp.floating):
+            y = y.astype(x.dtype)
+    elif loss_name == "cross_entropy":
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(
+                f"{name}: loss='cross_entropy' takes integer class labels, got y of dtype {y.dtype}"
+            )
+        if y.ndim != 1:
+            raise ValueError(f"{name}: class labels y must have shape (n_samples,), got {y.shape}")
+        n_classes = out_shape[-1] if out_shape is not None else None
+        if n_classes is not None and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+            raise ValueError(
+                f"{name}: labels must lie in [0, {n_classes}) for a model with "
+                f"{n_classes} outputs, got range [{int(y.min())}, {int(y.max())}]"
+            )
+    return x, y
+
+
+def _output_shape(model, data, apply) -> tuple[int, ...] | None:
+    """Per-sample output shape: ``(out_features,)`` for kanjax models, else by tracing."""
+    out_features = getattr(model, "out_features", None)
+    if isinstance(out_features, int):
+        return (out_features,)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        return None
+    x = _as_array("x", data[0])
+    if x.ndim < 2:
+        return None
+    return jax.eval_shape(apply, jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)).shape[1:]
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def _layer_groups(params) -> tuple[list[str], list[int]]:
+    """Name each parameter leaf by its layer: the path up to the first integer key."""
+    names, group_of_leaf = [], []
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = []
+        for entry in path:
+            key = getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", None)))
+            keys.append(key)
+            if isinstance(key, int):
+                break
+        name = ".".join(str(k) for k in keys[:-1] if k != "value") if not isinstance(
+            keys[-1], int
+        ) else ".".join(str(k) for k in keys)
+        name = name or "params"
+        if name not in names:
+            names.append(name)
+        group_of_leaf.append(names.index(name))
+    return names, group_of_leaf
+
+
+def _flattener(tree):
+    """``(ravel, unravel)`` between ``tree``'s structure and one flat vector."""
+    leaves, treedef = jax.tree.flatten(tree)
+    shapes = [leaf.shape for leaf in leaves]
+    dtypes = [leaf.dtype for leaf in leaves]
+    bounds = np.cumsum([0] + [math.prod(shape) for shape in shapes]).tolist()
+    dtype = jnp.result_type(*dtypes)
+
+    def ravel(t):
+        return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in jax.tree.leaves(t)])
+
+    def unravel(v):
+        parts = [v[a:b].reshape(shape).astype(d)
+                 for a, b, shape, d in zip(bounds[:-1], bounds[1:], shapes, dtypes)]
+        return jax.tree.unflatten(treedef, parts)
+
+    return ravel, unravel
+
+
+def _make_schedule(learning_rate, schedule, total_steps: int):
+    if callable(schedule):
+        return schedule
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, decay_steps=max(total_steps, 1))
+    if schedule in ("constant", None):
+        return optax.constant_schedule(learning_rate)
+    raise ValueError(f"schedule must be 'cosine', 'constant', None or a callable, got {schedule!r}")
+
+
+def _progress_bar(total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        TimeElapsedColumn(),
+    )
+
+
+# XLA:CPU spends most of a small training program's compile time in LLVM code generation
+# of its many small fused kernels. Its legacy fusion emitters and LLVM -O1 roughly halve
+# that (seed model on a 2-core CPU: ~1.9 s -> ~1.0 s) at the same step time, so `train`
+# asks for them on the CPU backend only; GPU and TPU compile with their defaults.
+_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
+
+
+def _compile(jitted, *args):
+    """Compile ``jitted`` once, ahead of time, for ``args``; the result never retraces."""
+    lowered = jitted.lower(*args)
+    if jax.default_backend() == "cpu":
+        try:
+            return lowered.compile(_CPU_COMPILER_OPTIONS)
+        except Exception:  # an XLA build without the option: compile with its defaults
+            pass
+    return lowered.compile()
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(
+    model: nnx.Module,
+    data,
+    *,
+    epochs: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 2e-2,
+    optimizer: optax.GradientTransformation | None = None,
+    schedule: str | Callable | None = "cosine",
+    loss: str | Callable = "mse",
+    validation_data=None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
+
+    The model is updated in place and also returned. Every epoch is one compiled
+    program: samples are shuffled with ``jax.random`` (key from ``seed`` and the epoch
+    number) and ``jax.lax.scan`` runs the optimizer over ``ceil(n / batch_size)``
+    minibatches; the last, partial minibatch is masked, so every sample counts once per
+    epoch. Epochs after the first reuse the compiled program.
+
+    Args:
+      model: an NNX module (``KAN``, ``MLP`` or your own) mapping ``(batch, n_in)`` to
+        ``(batch, ...)``. Only ``nnx.Param`` variables are trained.
+      data: ``(x, y)``, ``x`` of shape ``(n, n_in)``; ``y`` of shape ``(n, n_out)`` (or
+        ``(n,)`` for one output) for ``"mse"``, integer labels ``(n,)`` for
+        ``"cross_entropy"``.
+      epochs: number of passes over the data.
+      batch_size: minibatch size; larger than ``n`` means full batch.
+      learning_rate: peak learning rate of the default optimizer.
+      optimizer: an ``optax.GradientTransformation``; default ``optax.adam`` on
+        ``schedule``. When given, ``learning_rate`` and ``schedule`` are not used.
+      schedule: ``"cosine"`` (``optax.cosine_decay_schedule`` over all steps),
+        ``"constant"``/``None``, or an optax schedule (step -> learning rate).
+      loss: ``"mse"``, ``"cross_entropy"`` or ``fn(pred, target)`` returning one loss
+        per sample (shape ``(batch,)`` or ``(batch, ...)``, averaged over trailing axes);
+        a function returning a scalar is applied per sample.
+      validation_data: optional ``(x_val, y_val)``, evaluated after every epoch.
+      seed: seed of the shuffling; the same seed and data give the same history.
+      progress: show a progress bar (rich; also works in notebooks).
+
+    Returns:
+      ``(model, history)``.
+
+    Raises:
+      TrainingDiverged: the loss became non-finite; the model keeps the last finite state.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    epochs = _check_int("epochs", epochs, 0)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seed = _check_int("seed", seed, 0)
+    if optimizer is None:
+        if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
+                and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+    loss_name = loss if isinstance(loss, str) else None
+    per_example_loss = losses_lib.get(loss)
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if not jax.tree.leaves(params):
+        raise ValueError("model has no nnx.Param to train")
+
+    def forward(p, xb):
+        return nnx.merge(graphdef, p, rest)(xb)
+
+    # The default optimizer (Adam, elementwise) runs on one flat parameter vector: the same
+    # numbers as per-array Adam, but one fused update for XLA to compile instead of one per
+    # parameter array. A user's optimizer sees the parameter pytree, as optax expects.
+    flat = optimizer is None
+    if flat:
+        ravel, unravel = _flattener(params)
+        unravel = jax.jit(unravel)
+    else:
+        ravel = unravel = lambda p: p  # noqa: E731
+
+    out_shape = _output_shape(model, data, lambda v: forward(params, v))
+    x, y = _prepare_data(model, data, "data", loss_name, out_shape)
+    has_val = validation_data is not None
+    if has_val:
+        xv, yv = _prepare_data(model, validation_data, "validation_data", loss_name, out_shape)
+    else:
+        xv, yv = x[:1], y[:1]
+
+    n = x.shape[0]
+    batch_size = min(batch_size, n)
+    steps = -(-n // batch_size)
+    total_steps = steps * epochs
+    if optimizer is None:
+        lr_fn = _make_schedule(learning_rate, schedule, total_steps)
+        tx = optax.adam(lr_fn)
+    else:
+        lr_fn, tx = None, optimizer
+    # One compiled program for the initial state, not one small program per array shape.
+    theta, opt_state = jax.jit(lambda p: (ravel(p), tx.init(ravel(p))))(params)
+    group_names, group_of_leaf = _layer_groups(params)
+
+    def batch_loss(p, xb, yb, wb):
+        per = per_example_loss(forward(unravel(p), xb), yb)
+        return jnp.sum(per * wb) / jnp.sum(wb)
+
+    def step(carry, batch):
+        p, s = carry
+        idx, wb = batch
+        value, grads = jax.value_and_grad(batch_loss)(p, x[idx], y[idx], wb)
+        updates, s = tx.update(grads, s, p)
+        p = optax.apply_updates(p, updates)
+        sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(unravel(grads))]
+        norms = jnp.stack(
+            [jnp.sqrt(sum(v for v, gi in zip(sq, group_of_leaf) if gi == g))
+             for g in range(len(group_names))]
+        )
+        return (p, s), (value * jnp.sum(wb), norms)
+
+    base_key = jax.random.key(seed)
+
+    def run_epoch(p, s, epoch):
+        perm = jax.random.permutation(jax.random.fold_in(base_key, epoch), n)
+        pad = steps * batch_size - n
+        idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
+        mask = (jnp.arange(steps * batch_size) < n).astype(x.dtype).reshape(steps, batch_size)
+        (p_new, s_new), (sums, norms) = jax.lax.scan(step, (p, s), (idx, mask))
+        train_loss = jnp.sum(sums) / n
+        finite = jnp.isfinite(train_loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(p_new)])
+        )
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        p_out = jax.tree.map(keep, p_new, p)
+        s_out = jax.tree.map(keep, s_new, s)
+        val = jnp.mean(per_example_loss(forward(unravel(p_out), xv), yv)) if has_val else jnp.nan
+        lr = lr_fn((epoch + 1) * steps - 1) if lr_fn is not None else jnp.nan
+        return p_out, s_out, (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
+
+    compile_start = time.perf_counter()
+    epoch_fn = _compile(
+        jax.jit(run_epoch, donate_argnums=(0, 1)), theta, opt_state, jnp.int32(0)
+    )
+    compile_time = time.perf_counter() - compile_start
+
+    history = History(
+        grad_norm={name: [] for name in group_names},
+        config=dict(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, n_samples=n,
+                    learning_rate=learning_rate if optimizer is None else None,
+                    schedule=schedule if optimizer is None and isinstance(schedule, (str, type(None))) else "custom",
+                    loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed,
+                    backend=jax.default_backend(), compile_time=compile_time),
+    )
+    bar = _progress_bar(epochs) if progress and epochs > 0 else None
+    task = bar.add_task("train", total=epochs, metrics="") if bar else None
+    start = time.perf_counter()
+    diverged_at = None
+    try:
+        if bar:
+            bar.start()
+        for epoch in range(epochs):
+            theta, opt_state, stats = epoch_fn(theta, opt_state, jnp.int32(epoch))
+            finite, train_loss, val, lr, norms = jax.device_get(stats)
+            if not finite:
+                diverged_at = epoch + 1
+                break
+            history.train_loss.append(float(train_loss))
+            if has_val:
+                history.val_loss.append(float(val))
+            history.learning_rate.append(float(lr))
+            history.wall_time.append(time.perf_counter() - start)
+            for name, v in zip(group_names, norms):
+                history.grad_norm[name].append(float(v))
+            if bar:
+                metrics = f"loss {train_loss:.3e}" + (f"  val {val:.3e}" if has_val else "")
+                bar.update(task, advance=1, metrics=metrics)
+    finally:
+        if bar:
+            bar.stop()
+        nnx.update(model, unravel(theta))
+    if diverged_at is not None:
+        raise TrainingDiverged(diverged_at, model, history)
+    return model, history
+
+
+def evaluate(model: nnx.Module, data, *, loss: str | Callable = "mse") -> float:
+    """Mean per-sample ``loss`` of ``model`` on ``data = (x, y)``, as one compiled call.
+
+    Uses the same checks and losses as :func:`train` (for ``"cross_entropy"`` it returns
+    the mean cross-entropy; accuracy is ``mean(argmax(model(x), -1) == y)``).
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    per_example_loss = losses_lib.get(loss)
+    graphdef, state = nnx.split(model)
+    out_shape = _output_shape(model, data, lambda v: nnx.merge(graphdef, state)(v))
+    x, y = _prepare_data(model, data, "data", loss if isinstance(loss, str) else None, out_shape)
+    return float(_evaluate(graphdef, state, x, y, per_example_loss))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _evaluate(graphdef, state, x, y, per_example_loss):
+    return jnp.mean(per_example_loss(nnx.merge(graphdef, state)(x), y))

@@ -1,0 +1,121 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.interpolate import BSpline
+
+from kanjax import basis
+
+
+def scipy_basis(x, knots, k):
+    """All order-k B-splines on `knots` at `x` via scipy (zero outside the knots)."""
+    n = len(knots) - k - 1
+    out = np.zeros((len(x), n))
+    for j in range(n):
+        b = BSpline.basis_element(knots[j : j + k + 2], extrapolate=False)
+        v = b(x)
+        out[:, j] = np.nan_to_num(v, nan=0.0)
+    return out
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("grid_size", [1, 3, 7])
+def test_bspline_matches_scipy_uniform(order, grid_size, rng):
+    knots = np.asarray(basis.uniform_grid(grid_size, order, (-1.5, 2.0)), np.float64)
+    x = rng.uniform(knots[0] - 0.3, knots[-1] + 0.3, size=400)
+    ours = np.asarray(basis.bspline_basis(jnp.asarray(x, jnp.float32)[:, None], knots, order))[:, 0]
+    ref = scipy_basis(x, knots, order)
+    # scipy's basis_element is closed on the right at the last knot; ours half-open.
+    keep = ~np.isclose(x[:, None], knots[None, :], atol=1e-6).any(axis=1)
+    np.testing.assert_allclose(ours[keep], ref[keep], atol=2e-5)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_bspline_matches_scipy_nonuniform_per_input(order, rng):
+    n_in, g = 3, 6
+    grids = np.sort(rng.uniform(-2, 2, size=(n_in, g + 2 * order + 1)), axis=1)
+    x = np.stack([rng.uniform(grids[i, 0], grids[i, -1], 300) for i in range(n_in)], axis=1)
+    ours = np.asarray(basis.bspline_basis(jnp.asarray(x, jnp.float32), grids, order))
+    assert ours.shape == (300, n_in, g + order)
+    for i in range(n_in):
+        np.testing.assert_allclose(ours[:, i], scipy_basis(x[:, i], grids[i], order), atol=5e-5)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+def test_partition_of_unity_inside_grid(order):
+    knots = basis.uniform_grid(5, order, (-1.0, 1.0))
+    x = jnp.linspace(-1.0, 1.0, 1001)[:, None]  # closed interval: both ends included
+    total = basis.bspline_basis(x, knots, order).sum(-1)
+    np.testing.assert_allclose(np.asarray(total), 1.0, atol=1e-5)
+
+
+def test_zero_outside_extended_grid():
+    knots = basis.uniform_grid(4, 3, (-1.0, 1.0))
+    x = jnp.array([[-100.0], [float(knots[0]) - 1e-3], [float(knots[-1])], [7.0]])
+    np.testing.assert_array_equal(np.asarray(basis.bspline_basis(x, knots, 3)), 0.0)
+
+
+def test_bspline_any_leading_dims_and_jit_vmap():
+    knots = basis.uniform_grid(5, 3, num_inputs=2)
+    x = jax.random.uniform(jax.random.key(0), (3, 4, 2), minval=-1, maxval=1)
+    full = basis.bspline_basis(x, knots, 3)
+    assert full.shape == (3, 4, 2, 8)
+    jitted = jax.jit(basis.bspline_basis, static_argnums=2)(x, knots, 3)
+    mapped = jax.vmap(lambda r: basis.bspline_basis(r, knots, 3))(x.reshape(12, 2))
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(full), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mapped).reshape(full.shape), np.asarray(full), atol=1e-6)
+
+
+def test_bspline_gradient_matches_derivative_spline(rng):
+    k, knots = 3, np.asarray(basis.uniform_grid(5, 3), np.float64)
+    c = rng.normal(size=len(knots) - k - 1)
+    spline = BSpline(knots, c, k, extrapolate=False)
+    x = rng.uniform(-0.95, 0.95, 50)
+    f = lambda v: jnp.dot(basis.bspline_basis(v[None, None], knots, k)[0, 0], c)  # noqa: E731
+    ours = np.asarray(jax.vmap(jax.grad(f))(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(ours, spline.derivative()(x), rtol=1e-3, atol=1e-3)
+
+
+def test_repeated_knots_are_finite():
+    knots = jnp.array([-1.0, -1.0, -1.0, -1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    x = jnp.linspace(-1, 0.999, 50)[:, None]
+    b = basis.bspline_basis(x, knots, 3)
+    g = jax.grad(lambda v: basis.bspline_basis(v, knots, 3).sum())(x)
+    assert np.all(np.isfinite(np.asarray(b))) and np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(np.asarray(b.sum(-1)), 1.0, atol=1e-5)  # clamped: unity everywhere
+
+
+@pytest.mark.parametrize("degree", [0, 1, 4, 9])
+def test_power_basis_matches_numpy(degree, rng):
+    u = rng.uniform(-1.3, 1.3, size=(5, 3)).astype(np.float32)
+    ours = np.asarray(basis.power_basis(jnp.asarray(u), degree))
+    ref = u[..., None] ** np.arange(degree + 1)
+    assert ours.shape == (5, 3, degree + 1)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_power_basis_gradient_finite_at_zero():
+    g = jax.grad(lambda u: basis.power_basis(u, 9).sum())(0.0)
+    assert float(g) == pytest.approx(1.0)  # d/du (1 + u + ...) at 0
+
+
+def test_squash_bounds_powers():
+    u = basis.squash(jnp.array([-50.0, -3.0, 0.0, 3.0, 50.0]), "tanh")
+    assert float(jnp.max(jnp.abs(basis.power_basis(u, 9)))) <= 1.0
+    with pytest.raises(ValueError, match="unknown squash"):
+        basis.squash(u, "sigmoid")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: basis.power_basis(jnp.ones(3), -1), "degree must be >= 0"),
+        (lambda: basis.uniform_grid(0, 3), "grid_size must be >= 1"),
+        (lambda: basis.uniform_grid(5, -1), "order must be >= 0"),
+        (lambda: basis.uniform_grid(5, 3, (1.0, -1.0)), "lo < hi"),
+        (lambda: basis.bspline_basis(jnp.ones((2, 1)), jnp.arange(4.0), 3), "need at least 5 knots"),
+    ],
+)
+def test_basis_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

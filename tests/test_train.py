@@ -1,0 +1,206 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import kanjax
+from kanjax.demo import seed_data
+
+
+@pytest.fixture(scope="module")
+def seed_task():
+    return seed_data(0, n_train=256, n_test=256)
+
+
+def small_kan(seed=0, **kw):
+    kw.setdefault("basis", "taylor")
+    kw.setdefault("degree", 5)
+    return kanjax.KAN([2, 4, 1], rngs=nnx.Rngs(seed), **kw)
+
+
+def test_loss_decreases_on_seed_task(seed_task):
+    (x, z), (xt, zt) = seed_task
+    model = small_kan()
+    before = float(jnp.mean((model(xt) - zt) ** 2))
+    model, h = kanjax.train(model, (x, z), epochs=30, batch_size=32, validation_data=(xt, zt),
+                            progress=False)
+    after = float(jnp.mean((model(xt) - zt) ** 2))
+    assert h.epochs == 30 and len(h.val_loss) == 30
+    assert after < before / 20
+    assert h.train_loss[-1] < h.train_loss[0] / 10
+    assert h.val_loss[-1] == pytest.approx(after, rel=1e-4)  # history's val loss is the real one
+    assert set(h.grad_norm) == {"layers.0", "layers.1"}
+    assert all(len(v) == 30 and np.all(np.isfinite(v)) for v in h.grad_norm.values())
+    # cosine schedule over 240 steps; the entry is the rate of the epoch's last step (7)
+    assert h.learning_rate[0] == pytest.approx(2e-2 * 0.5 * (1 + np.cos(np.pi * 7 / 240)), rel=1e-4)
+    assert h.learning_rate[-1] < 1e-6
+    assert np.all(np.diff(h.wall_time) > 0)
+
+
+def test_same_seed_same_history(seed_task):
+    (x, z), _ = seed_task
+    runs = [kanjax.train(small_kan(), (x, z), epochs=4, batch_size=50, seed=3, progress=False)
+            for _ in range(2)]
+    (m1, h1), (m2, h2) = runs
+    assert h1.train_loss == h2.train_loss and h1.grad_norm == h2.grad_norm
+    for a, b in zip(jax.tree.leaves(nnx.state(m1)), jax.tree.leaves(nnx.state(m2))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _, h3 = kanjax.train(small_kan(), (x, z), epochs=4, batch_size=50, seed=4, progress=False)
+    assert h3.train_loss != h1.train_loss  # the seed drives the shuffling
+
+
+def test_every_sample_used_once_per_epoch():
+    # One step per epoch with batch >= n and SGD(lr=1) on a linear-ish check:
+    # with a constant schedule the full-batch gradient equals the masked-minibatch
+    # average only if every sample is counted exactly once.
+    x = jnp.linspace(-1, 1, 10)[:, None]
+    y = 3.0 * x
+    for bs in (3, 4, 10):
+        m = kanjax.KAN([1, 1], basis="taylor", degree=1, squash=None, rngs=nnx.Rngs(0))
+        _, h = kanjax.train(m, (x, y), epochs=1, batch_size=bs, optimizer=optax.sgd(0.0),
+                            progress=False)
+        ref = float(jnp.mean((kanjax.KAN([1, 1], basis="taylor", degree=1, squash=None,
+                                         rngs=nnx.Rngs(0))(x) - y) ** 2))
+        assert h.train_loss[0] == pytest.approx(ref, rel=1e-5), bs
+
+
+def test_no_recompilation_after_first_epoch(seed_task):
+    (x, z), _ = seed_task
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        kanjax.train(small_kan(1), (x, z), epochs=1, progress=False)  # warm any helper ops
+        compiles.clear()
+        kanjax.train(small_kan(2), (x, z), epochs=1, progress=False)
+        one = len(compiles)
+        compiles.clear()
+        kanjax.train(small_kan(3), (x, z), epochs=6, progress=False)
+        six = len(compiles)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert one >= 1  # the listener does see train's compilation
+    assert six == one
+
+
+def test_custom_optimizer_and_loss(seed_task):
+    (x, z), _ = seed_task
+    model = small_kan()
+    mae = lambda p, t: jnp.mean(jnp.abs(p - t))  # noqa: E731  (scalar: applied per sample)
+    model, h = kanjax.train(model, (x, z), epochs=20, optimizer=optax.adam(1e-2), loss=mae,
+                            progress=False)
+    assert h.train_loss[-1] < h.train_loss[0] / 3
+    final = float(jnp.mean(jnp.abs(model(x) - z)))
+    assert final == pytest.approx(h.train_loss[-1], rel=0.3)
+    assert np.isnan(h.learning_rate[0]) and h.config["loss"] == "<lambda>"
+
+
+def test_per_sample_custom_loss_matches_builtin(seed_task):
+    (x, z), _ = seed_task
+    per_sample = lambda p, t: (p - t) ** 2  # noqa: E731
+    _, h1 = kanjax.train(small_kan(), (x, z), epochs=2, loss=per_sample, progress=False)
+    _, h2 = kanjax.train(small_kan(), (x, z), epochs=2, loss="mse", progress=False)
+    np.testing.assert_allclose(h1.train_loss, h2.train_loss, rtol=1e-6)
+
+
+def test_classification_reaches_high_accuracy():
+    key = jax.random.key(0)
+    x = jax.random.uniform(key, (600, 2), minval=-1, maxval=1)
+    labels = (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)  # XOR quadrants: not linearly separable
+    model = kanjax.KAN([2, 4, 2], basis="bspline", grid_size=5, rngs=nnx.Rngs(0))
+    model, h = kanjax.train(model, (x, labels), epochs=60, loss="cross_entropy", progress=False)
+    acc = float(jnp.mean(jnp.argmax(model(x), axis=-1) == labels))
+    assert acc > 0.95, acc
+
+
+def test_mlp_trains_too(seed_task):
+    (x, z), _ = seed_task
+    model, h = kanjax.train(kanjax.MLP([2, 16, 1], rngs=nnx.Rngs(0)), (x, z), epochs=20,
+                            progress=False)
+    assert h.train_loss[-1] < h.train_loss[0] / 5
+
+
+def test_divergence_stops_with_last_finite_model(seed_task):
+    (x, z), _ = seed_task
+    x3 = x
+    steps_per_epoch = 4  # 256 samples, batch 64
+    blowup = lambda step: jnp.where(step < 2 * steps_per_epoch, 1e-3, 1e9)  # noqa: E731
+
+    def fresh():
+        return kanjax.KAN([2, 4, 1], basis="taylor", degree=9, squash=None, rngs=nnx.Rngs(0))
+
+    model = fresh()
+    with pytest.raises(kanjax.TrainingDiverged, match="in epoch 3") as info:
+        kanjax.train(model, (x3, z), epochs=10, schedule=blowup, progress=False)
+    err = info.value
+    assert err.epoch == 3 and err.history.epochs == 2 and err.model is model
+    reference, _ = kanjax.train(fresh(), (x3, z), epochs=2, schedule=blowup, progress=False)
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(reference))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.all(np.isfinite(np.asarray(model(x3))))
+
+
+def test_history_json_round_trip(tmp_path, seed_task):
+    (x, z), _ = seed_task
+    _, h = kanjax.train(small_kan(), (x, z), epochs=3, progress=False)
+    h.save(tmp_path / "h.json")
+    assert json.loads((tmp_path / "h.json").read_text())["train_loss"] == h.train_loss
+    assert kanjax.History.load(tmp_path / "h.json") == h
+
+
+def test_progress_bar_runs(seed_task, capsys):
+    (x, z), _ = seed_task
+    kanjax.train(small_kan(), (x, z), epochs=2, progress=True)
+
+
+def test_train_does_not_mutate_on_bad_input(seed_task):
+    (x, z), _ = seed_task
+    model = small_kan()
+    before = jax.tree.map(np.asarray, nnx.state(model))
+    with pytest.raises(ValueError):
+        kanjax.train(model, (x[:, :1], z), progress=False)
+    after = jax.tree.map(np.asarray, nnx.state(model))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
+X = np.random.default_rng(0).uniform(-1, 1, (20, 2)).astype(np.float32)
+Y = X.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "data, kwargs, err, match",
+    [
+        ((X, Y[:19]), {}, ValueError, "different numbers of samples: 20 vs 19"),
+        ((X[:, :1], Y), {}, ValueError, "takes 2 input features"),
+        ((np.where(X > 0.9, np.nan, X), Y), {}, ValueError, "data x contains .* non-finite"),
+        ((X, np.full_like(Y, np.inf)), {}, ValueError, "data y contains 20 non-finite"),
+        ((X, Y), dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        ((X, Y), dict(epochs=-1), ValueError, "epochs must be >= 0"),
+        ((X, Y), dict(learning_rate=-1.0), ValueError, "learning_rate must be a positive"),
+        ((X, Y), dict(loss="hinge"), ValueError, "unknown loss"),
+        ((X, Y), dict(schedule="linear"), ValueError, "schedule must be"),
+        ((X, Y), dict(optimizer="adam"), TypeError, "optax.GradientTransformation"),
+        ((X, np.ones((20, 3))), {}, ValueError, r"outputs shape \(1,\) per sample"),
+        ((X, Y), dict(loss="cross_entropy"), TypeError, "integer class labels"),
+        ((X, Y), dict(validation_data=(X, Y[:3])), ValueError, "validation_data: x and y"),
+        ((X[0], Y[0]), {}, ValueError, "takes 2 input features"),
+        (X, {}, TypeError, "pair"),
+    ],
+)
+def test_bad_input_is_named(data, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        kanjax.train(small_kan(), data, progress=False, **kwargs)
+
+
+def test_bad_labels_are_named():
+    model = kanjax.KAN([2, 3], rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        kanjax.train(model, (X, np.arange(20)), loss="cross_entropy", progress=False)
