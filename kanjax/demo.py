@@ -93,8 +93,8 @@ def run_seed_experiment(
     kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
     start = time.perf_counter()
     model, history = train(
-        model, (x, z), epochs=epochs, batch_size=batch_size, seed=seed,
-        validation_data=(x_test, z_test), progress=progress, **kwargs,
+        model, (x, z), epochs=epochs, batch_size=batch_size, seed=seed, progress=progress,
+        **kwargs,
     )
     seconds = time.perf_counter() - start
     num_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -362,7 +362,6 @@ def train(
     flat = optimizer is None
     if flat:
         ravel, unravel = _flattener(params)
-        unravel = jax.jit(unravel)
     else:
         ravel = unravel = lambda p: p  # noqa: E731
 
@@ -388,16 +387,17 @@ def train(
     group_names, group_of_leaf = _layer_groups(params)
 
     def batch_loss(p, xb, yb, wb):
-        per = per_example_loss(forward(unravel(p), xb), yb)
+        per = per_example_loss(forward(p, xb), yb)
         return jnp.sum(per * wb) / jnp.sum(wb)
 
     def step(carry, batch):
         p, s = carry
         idx, wb = batch
-        value, grads = jax.value_and_grad(batch_loss)(p, x[idx], y[idx], wb)
+        value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), x[idx], y[idx], wb)
+        grads = ravel(tree_grads)
         updates, s = tx.update(grads, s, p)
         p = optax.apply_updates(p, updates)
-        sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(unravel(grads))]
+        sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
         norms = jnp.stack(
             [jnp.sqrt(sum(v for v, gi in zip(sq, group_of_leaf) if gi == g))
              for g in range(len(group_names))]
@@ -421,7 +421,10 @@ def train(
         s_out = jax.tree.map(keep, s_new, s)
         val = jnp.mean(per_example_loss(forward(unravel(p_out), xv), yv)) if has_val else jnp.nan
         lr = lr_fn((epoch + 1) * steps - 1) if lr_fn is not None else jnp.nan
-        return p_out, s_out, (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
+        stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
+        # The parameter pytree comes back too, so that no separate unravel program has to
+        # be compiled to hand the result to the model.
+        return p_out, s_out, stats, unravel(p_out)
 
     compile_start = time.perf_counter()
     epoch_fn = _compile(
@@ -445,7 +448,7 @@ def train(
         if bar:
             bar.start()
         for epoch in range(epochs):
-            theta, opt_state, stats = epoch_fn(theta, opt_state, jnp.int32(epoch))
+            theta, opt_state, stats, params = epoch_fn(theta, opt_state, jnp.int32(epoch))
             finite, train_loss, val, lr, norms = jax.device_get(stats)
             if not finite:
                 diverged_at = epoch + 1
@@ -463,7 +466,7 @@ def train(
     finally:
         if bar:
             bar.stop()
-        nnx.update(model, unravel(theta))
+        nnx.update(model, params)
     if diverged_at is not None:
         raise TrainingDiverged(diverged_at, model, history)
     return model, history
