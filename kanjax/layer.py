@@ -19,16 +19,6 @@ import jax.numpy as jnp
 __all__ = ["kan_layer", "edge_activations"]
 
 
-def _effective_coef(w_spline: jax.Array, coef: jax.Array) -> jax.Array:
-    """Fold ``w_spline`` into the coefficients and lay them out for one matmul.
-
-    ``(n_in, n_out), (n_in, n_out, K) -> (n_in * K, n_out)``.
-    """
-    n_in, n_out, k = coef.shape
-    eff = coef * w_spline[..., None]
-    return jnp.swapaxes(eff, 1, 2).reshape(n_in * k, n_out)
-
-
 def kan_layer(
     x: jax.Array,
     basis_values: jax.Array,
@@ -51,11 +41,16 @@ def kan_layer(
       ``y`` of shape ``(..., n_out)`` with
       ``y[..., q] = sum_p w_base[p, q] silu(x[..., p])
       + w_spline[p, q] sum_i coef[p, q, i] basis_values[..., p, i] (+ bias[q])``.
+
+    ``silu(x)`` is treated as one more basis function with coefficient ``w_base``, so the
+    whole layer is a single ``(..., n_in * (K + 1)) @ (n_in * (K + 1), n_out)`` matmul.
     """
     n_in, n_out, k = coef.shape
     lead = basis_values.shape[:-2]
-    flat = basis_values.reshape(*lead, n_in * k)
-    y = jax.nn.silu(x) @ w_base + flat @ _effective_coef(w_spline, coef)
+    features = jnp.concatenate([jax.nn.silu(x)[..., None], basis_values], axis=-1)
+    weights = jnp.concatenate([w_base[..., None], coef * w_spline[..., None]], axis=-1)
+    weights = jnp.swapaxes(weights, 1, 2).reshape(n_in * (k + 1), n_out)
+    y = features.reshape(*lead, n_in * (k + 1)) @ weights
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y

@@ -7,17 +7,30 @@ shows inline.
 
 from __future__ import annotations
 
+import io
 import os
 
 from kanjax.training import History
 
-__all__ = ["plot_loss", "plot_grad_norms"]
+__all__ = ["plot_loss", "plot_grad_norms", "plot_layer"]
+
+
+def _figure_class():
+    from matplotlib.figure import Figure
+
+    class KanjaxFigure(Figure):
+        """A pyplot-free figure that notebooks display inline (as PNG)."""
+
+        def _repr_png_(self):
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return KanjaxFigure
 
 
 def _figure(figsize=(6.0, 4.0)):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = _figure_class()(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
 
@@ -57,4 +70,44 @@ def plot_grad_norms(
     ax.set_title(title or "Gradient norm per layer")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    return _finish(fig, path)
+
+
+def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 200,
+               input_names=None, title: str | None = None):
+    """Every edge function ``phi_qp`` of one ``KANLayer`` over the range its inputs take in ``x``.
+
+    Args:
+      layer: a :class:`kanjax.KANLayer`.
+      x: sample inputs of that layer, shape ``(n, n_in)``; each input's curve spans
+        ``[min, max]`` of its column.
+      path: save the figure there (PNG, SVG, PDF, ... by extension).
+      num: points per curve.
+      input_names: labels of the inputs (default ``x0, x1, ...``).
+
+    Returns:
+      The figure: a grid with one row per output ``q`` and one column per input ``p``.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    x = np.asarray(x)
+    n_in, n_out = layer.in_features, layer.out_features
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise ValueError(f"x must have shape (n, {n_in}) for this layer, got {x.shape}")
+    names = list(input_names) if input_names is not None else [f"x{p}" for p in range(n_in)]
+    grid = np.linspace(x.min(axis=0), x.max(axis=0), num)  # (num, n_in)
+    edges = np.asarray(layer.edge_activations(jnp.asarray(grid, jnp.float32)))  # (num, in, out)
+    fig = _figure_class()(figsize=(2.2 * n_in + 1, 1.6 * n_out + 1), layout="constrained")
+    axes = np.asarray(fig.subplots(n_out, n_in, squeeze=False))
+    for q in range(n_out):
+        for p in range(n_in):
+            ax = axes[q, p]
+            ax.plot(grid[:, p], edges[:, p, q], lw=1.5)
+            ax.tick_params(labelsize=7)
+            if q == 0:
+                ax.set_title(names[p], fontsize=9)
+            if p == 0:
+                ax.set_ylabel(f"out {q}", fontsize=9)
+    fig.suptitle(title or "Edge functions phi[q, p]")
     return _finish(fig, path)

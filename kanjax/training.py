@@ -111,19 +111,13 @@ def _as_array(name: str, a) -> jax.Array:
     return arr
 
 
-@jax.jit
-def _count_nonfinite(arrays: list[jax.Array]) -> jax.Array:
-    return jnp.stack([jnp.sum(~jnp.isfinite(a)) for a in arrays])
-
-
-def _check_finite(**named: jax.Array) -> None:
-    """Raise if a floating array contains nan or inf (one compiled reduction for all)."""
-    floats = {k: a for k, a in named.items() if jnp.issubdtype(a.dtype, jnp.inexact)}
-    if not floats:
-        return
-    for name, count in zip(floats, _count_nonfinite(list(floats.values())).tolist()):
-        if count:
-            raise ValueError(f"{name} contains {count} non-finite value(s) (nan or inf)")
+def _check_finite(**named) -> None:
+    """Raise if a floating array contains nan or inf (checked on the host, once per call)."""
+    for name, a in named.items():
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            count = int(np.count_nonzero(~np.isfinite(np.asarray(a))))
+            if count:
+                raise ValueError(f"{name} contains {count} non-finite value(s) (nan or inf)")
 
 
 def _prepare_data(model, data, name: str, loss_name: str | None, out_shape):
