@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from kanjax import basis as basis_lib
@@ -75,9 +76,7 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-def _check_knots(grid, n_in: int, order: int, dtype) -> jax.Array:
-    import numpy as np
-
+def _check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
     knots = np.asarray(grid, dtype=np.float64)
     if knots.ndim == 1:
         knots = np.broadcast_to(knots, (n_in, knots.shape[0]))
@@ -94,7 +93,9 @@ def _check_knots(grid, n_in: int, order: int, dtype) -> jax.Array:
             f"an order-{order} grid needs at least {2 * order + 2} knots (one interval plus "
             f"{order} extension knots per side), got {knots.shape[-1]}"
         )
-    return jnp.asarray(knots, dtype=dtype)
+    steps = np.diff(knots, axis=-1)
+    uniform = bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-6, atol=0.0))
+    return jnp.asarray(knots, dtype=dtype), uniform
 
 
 class KANLayer(nnx.Module):
@@ -170,8 +171,9 @@ class KANLayer(nnx.Module):
                 knots = basis_lib.uniform_grid(
                     self.grid_size, self.order, grid_range, num_inputs=n_in, dtype=param_dtype
                 )
+                self.uniform = True
             else:
-                knots = _check_knots(grid, n_in, self.order, param_dtype)
+                knots, self.uniform = _check_knots(grid, n_in, self.order, param_dtype)
                 self.grid_size = knots.shape[-1] - 2 * self.order - 1
             self.grid = SplineGrid(knots)
             num_basis = self.grid_size + self.order
@@ -189,7 +191,11 @@ class KANLayer(nnx.Module):
         """The basis at ``x``: ``(..., n_in) -> (..., n_in, K)``."""
         if self.basis == "taylor":
             return basis_lib.power_basis(basis_lib.squash(x, self.squash), self.degree)
-        return basis_lib.bspline_basis(x, self.grid[...].astype(x.dtype), self.order)
+        knots = self.grid[...].astype(x.dtype)
+        if self.uniform:  # closed form with an analytic derivative (exact on uniform knots)
+            step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
+            return basis_lib.uniform_bspline_basis(x, knots[:, 0], step, self.num_basis, self.order)
+        return basis_lib.bspline_basis(x, knots, self.order)
 
     def _cast(self, x: jax.Array):
         dtype = self.dtype or self.param_dtype

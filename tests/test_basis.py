@@ -119,3 +119,56 @@ def test_squash_bounds_powers():
 def test_basis_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _uniform_args(knots):
+    knots = jnp.asarray(knots)
+    step = (knots[..., -1] - knots[..., 0]) / (knots.shape[-1] - 1)
+    return knots[..., 0], step
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("grid_size", [1, 4, 10])
+def test_uniform_fast_path_matches_reference_and_scipy(order, grid_size, rng):
+    knots = basis.uniform_grid(grid_size, order, (-0.7, 1.9), num_inputs=3)
+    x = jnp.asarray(rng.uniform(-3, 4, size=(257, 3)), jnp.float32)
+    fast = basis.uniform_bspline_basis(x, *_uniform_args(knots), grid_size + order, order)
+    ref = basis.bspline_basis(x, knots, order)
+    assert fast.shape == ref.shape == (257, 3, grid_size + order)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), atol=2e-6)
+    k64 = np.asarray(knots, np.float64)[1]
+    xs = np.asarray(x, np.float64)[:, 1]
+    keep = ~np.isclose(xs[:, None], k64[None, :], atol=1e-5).any(axis=1)
+    np.testing.assert_allclose(np.asarray(fast)[keep, 1], scipy_basis(xs, k64, order)[keep], atol=2e-5)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_uniform_fast_path_derivative_matches_scipy(order, rng):
+    knots = np.asarray(basis.uniform_grid(6, order, (-1.0, 1.0)), np.float64)
+    c = rng.normal(size=6 + order)
+    deriv = BSpline(knots, c, order, extrapolate=False).derivative()
+    x = rng.uniform(-0.99, 0.99, 64)
+    start, step = _uniform_args(knots)
+
+    def f(v):
+        return jnp.dot(basis.uniform_bspline_basis(v[None], start, step, 6 + order, order)[0], c)
+
+    ours = np.asarray(jax.vmap(jax.grad(f))(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(ours, deriv(x), rtol=1e-3, atol=1e-3)
+    from jax.test_util import check_grads
+
+    check_grads(f, (jnp.float32(0.123),), order=1, modes=["fwd", "rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+
+
+def test_uniform_fast_path_jit_vmap_and_leading_dims():
+    knots = basis.uniform_grid(5, 3, num_inputs=2)
+    start, step = _uniform_args(knots)
+    x = jax.random.uniform(jax.random.key(1), (4, 6, 2), minval=-1.2, maxval=1.2)
+    full = basis.uniform_bspline_basis(x, start, step, 8, 3)
+    jitted = jax.jit(basis.uniform_bspline_basis, static_argnums=(3, 4))(x, start, step, 8, 3)
+    mapped = jax.vmap(lambda r: basis.uniform_bspline_basis(r, start, step, 8, 3))(x.reshape(24, 2))
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(full), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mapped).reshape(full.shape), np.asarray(full), atol=1e-6)
+    inside = jnp.linspace(-1, 1, 101)[:, None]
+    total = basis.uniform_bspline_basis(inside, start[:1], step[:1], 8, 3).sum(-1)
+    np.testing.assert_allclose(np.asarray(total), 1.0, atol=1e-5)

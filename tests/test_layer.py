@@ -176,3 +176,17 @@ def test_wrong_feature_count_is_named():
         model(jnp.ones((4, 2)))
     with pytest.raises(ValueError, match="expects inputs with 3 features"):
         kanjax.MLP([3, 4, 1], rngs=nnx.Rngs(0))(jnp.ones((4, 5)))
+
+
+def test_uniform_layer_uses_fast_path_equal_to_reference():
+    layer = kanjax.KANLayer(3, 2, basis="bspline", grid_size=7, order=3, rngs=nnx.Rngs(0))
+    assert layer.uniform
+    x = jax.random.uniform(jax.random.key(5), (50, 3), minval=-1.3, maxval=1.3)
+    ref = basis_lib.bspline_basis(x, layer.grid[...], 3)
+    np.testing.assert_allclose(np.asarray(layer.basis_values(x)), np.asarray(ref), atol=2e-6)
+    same = kanjax.KANLayer(3, 2, basis="bspline", order=3, grid=np.asarray(layer.grid[...]),
+                           rngs=nnx.Rngs(0))
+    assert same.uniform  # a uniform custom grid also takes the fast path
+    skewed = np.asarray(layer.grid[...]).copy()
+    skewed[:, 5] += 0.05
+    assert not kanjax.KANLayer(3, 2, basis="bspline", order=3, grid=skewed, rngs=nnx.Rngs(0)).uniform
