@@ -13,7 +13,15 @@ from kanjax import basis, layer, losses
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
 from kanjax.nn import KAN, MLP, KANLayer, SplineGrid
-from kanjax.training import History, TrainingDiverged, evaluate, train
+from kanjax.training import (
+    History,
+    TrainingDiverged,
+    ensemble_member,
+    evaluate,
+    make_ensemble,
+    train,
+    train_ensemble,
+)
 
 __version__ = "0.1.0"
 
@@ -25,6 +33,9 @@ __all__ = [
     "History",
     "TrainingDiverged",
     "train",
+    "train_ensemble",
+    "make_ensemble",
+    "ensemble_member",
     "evaluate",
     "basis",
     "layer",

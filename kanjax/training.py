@@ -26,7 +26,15 @@ from flax import nnx
 
 from kanjax import losses as losses_lib
 
-__all__ = ["History", "TrainingDiverged", "train", "evaluate"]
+__all__ = [
+    "History",
+    "TrainingDiverged",
+    "train",
+    "train_ensemble",
+    "make_ensemble",
+    "ensemble_member",
+    "evaluate",
+]
 
 
 @dataclasses.dataclass
@@ -327,6 +335,92 @@ def train(
     Raises:
       TrainingDiverged: the loss became non-finite; the model keeps the last finite state.
     """
+    model, histories = _fit(
+        model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
+        seed=seed, progress=progress, members=None,
+    )
+    return model, histories[0]
+
+
+def train_ensemble(
+    model: nnx.Module,
+    data,
+    *,
+    epochs: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 2e-2,
+    optimizer: optax.GradientTransformation | None = None,
+    schedule: str | Callable | None = "cosine",
+    loss: str | Callable = "mse",
+    validation_data=None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train every member of an ensemble (see :func:`make_ensemble`) in one compiled program.
+
+    ``model`` holds ``M`` independently initialised members stacked on a leading axis of
+    every variable. The epoch program of :func:`train` is ``jax.vmap``-ed over the members:
+    each member has its own optimizer state and its own shuffling order, the one
+    ``train(member, ..., seed=seed + i)`` would use, so member ``i`` is that independent run
+    (up to floating-point reassociation), sharing one compilation and one pass over the
+    hardware with the others. Arguments are those of :func:`train`.
+
+    Returns:
+      ``(model, histories)``: the ensemble, updated in place, and one ``History`` per member.
+
+    Raises:
+      TrainingDiverged: some member's loss became non-finite; every member keeps its last
+        finite parameters and ``history`` is the list of histories so far.
+    """
+    members = _ensemble_size(model)
+    return _fit(
+        model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
+        seed=seed, progress=progress, members=members,
+    )
+
+
+def make_ensemble(factory: Callable[[nnx.Rngs], nnx.Module], members: int, *, seed: int = 0):
+    """``members`` models built by ``factory(rngs)``, stacked on a leading axis of every variable.
+
+    Member ``i`` is initialised from its own split of ``nnx.Rngs(seed)`` (``nnx.split_rngs``
+    plus ``nnx.vmap`` over the constructor, the NNX idiom). Train it with
+    :func:`train_ensemble`; take member ``i`` out with :func:`ensemble_member`.
+    """
+    members = _check_int("members", members, 1)
+
+    @nnx.split_rngs(splits=members)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def build(rngs):
+        return factory(rngs)
+
+    return build(nnx.Rngs(seed))
+
+
+def ensemble_member(model: nnx.Module, i: int) -> nnx.Module:
+    """Member ``i`` of an ensemble from :func:`make_ensemble`, as an ordinary (copied) model."""
+    graphdef, state = nnx.split(model)
+    n = _ensemble_size(model)
+    if not -n <= i < n:
+        raise IndexError(f"member {i} out of range for an ensemble of {n}")
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+
+
+def _ensemble_size(model) -> int:
+    leaves = jax.tree.leaves(nnx.state(model))
+    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "model is not an ensemble: every variable needs the same leading member axis "
+            "(build it with kanjax.make_ensemble)"
+        )
+    return sizes.pop()
+
+
+def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
+         validation_data, seed, progress, members):
+    """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     epochs = _check_int("epochs", epochs, 0)
@@ -342,24 +436,27 @@ def train(
         )
     loss_name = loss if isinstance(loss, str) else None
     per_example_loss = losses_lib.get(loss)
+    ensemble = members is not None
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if not jax.tree.leaves(params):
         raise ValueError("model has no nnx.Param to train")
+    # Everything below is written for one member; an ensemble vmaps it over axis 0.
+    member = (lambda t: jax.tree.map(lambda a: a[0], t)) if ensemble else (lambda t: t)
+    params0, rest0 = member(params), member(rest)
 
-    def forward(p, xb):
-        return nnx.merge(graphdef, p, rest)(xb)
+    def forward(p, r, xb):
+        return nnx.merge(graphdef, p, r)(xb)
 
     # The default optimizer (Adam, elementwise) runs on one flat parameter vector: the same
     # numbers as per-array Adam, but one fused update for XLA to compile instead of one per
     # parameter array. A user's optimizer sees the parameter pytree, as optax expects.
-    flat = optimizer is None
-    if flat:
-        ravel, unravel = _flattener(params)
+    if optimizer is None:
+        ravel, unravel = _flattener(params0)
     else:
         ravel = unravel = lambda p: p  # noqa: E731
 
-    out_shape = _output_shape(model, data, lambda v: forward(params, v))
+    out_shape = _output_shape(model, data, lambda v: forward(params0, rest0, v))
     x, y = _prepare_data(model, data, "data", loss_name, out_shape)
     has_val = validation_data is not None
     if has_val:
@@ -376,32 +473,34 @@ def train(
         tx = optax.adam(lr_fn)
     else:
         lr_fn, tx = None, optimizer
-    # One compiled program for the initial state, not one small program per array shape.
-    theta, opt_state = jax.jit(lambda p: (ravel(p), tx.init(ravel(p))))(params)
-    group_names, group_of_leaf = _layer_groups(params)
+    group_names, group_of_leaf = _layer_groups(params0)
 
-    def batch_loss(p, xb, yb, wb):
-        per = per_example_loss(forward(p, xb), yb)
+    def init(p):
+        return ravel(p), tx.init(ravel(p))
+
+    # One compiled program for the initial state, not one small program per array shape.
+    theta, opt_state = jax.jit(jax.vmap(init) if ensemble else init)(params)
+
+    def batch_loss(p, r, xb, yb, wb):
+        per = per_example_loss(forward(p, r, xb), yb)
         return jnp.sum(per * wb) / jnp.sum(wb)
 
-    def step(carry, batch):
-        p, s = carry
-        idx, wb = batch
-        value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), x[idx], y[idx], wb)
-        grads = ravel(tree_grads)
-        updates, s = tx.update(grads, s, p)
-        p = optax.apply_updates(p, updates)
-        sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
-        norms = jnp.stack(
-            [jnp.sqrt(sum(v for v, gi in zip(sq, group_of_leaf) if gi == g))
-             for g in range(len(group_names))]
-        )
-        return (p, s), (value * jnp.sum(wb), norms)
+    def run_epoch(p, s, r, epoch, key):
+        def step(carry, batch):
+            p, s = carry
+            idx, wb = batch
+            value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, x[idx], y[idx], wb)
+            grads = ravel(tree_grads)
+            updates, s = tx.update(grads, s, p)
+            p = optax.apply_updates(p, updates)
+            sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
+            norms = jnp.stack(
+                [jnp.sqrt(sum(v for v, gi in zip(sq, group_of_leaf) if gi == g))
+                 for g in range(len(group_names))]
+            )
+            return (p, s), (value * jnp.sum(wb), norms)
 
-    base_key = jax.random.key(seed)
-
-    def run_epoch(p, s, epoch):
-        perm = jax.random.permutation(jax.random.fold_in(base_key, epoch), n)
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
         pad = steps * batch_size - n
         idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
         mask = (jnp.arange(steps * batch_size) < n).astype(x.dtype).reshape(steps, batch_size)
@@ -413,27 +512,39 @@ def train(
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         p_out = jax.tree.map(keep, p_new, p)
         s_out = jax.tree.map(keep, s_new, s)
-        val = jnp.mean(per_example_loss(forward(unravel(p_out), xv), yv)) if has_val else jnp.nan
+        val = (jnp.mean(per_example_loss(forward(unravel(p_out), r, xv), yv))
+               if has_val else jnp.nan)
         lr = lr_fn((epoch + 1) * steps - 1) if lr_fn is not None else jnp.nan
         stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
         # The parameter pytree comes back too, so that no separate unravel program has to
         # be compiled to hand the result to the model.
         return p_out, s_out, stats, unravel(p_out)
 
+    base_key = jax.random.key(seed)
+    if ensemble:
+        # Member i shuffles exactly as train(..., seed=seed + i) would.
+        keys = jax.vmap(jax.random.key)(seed + jnp.arange(members))
+        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0))
+    else:
+        keys, program = base_key, run_epoch
+
     compile_start = time.perf_counter()
     epoch_fn = _compile(
-        jax.jit(run_epoch, donate_argnums=(0, 1)), theta, opt_state, jnp.int32(0)
+        jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys
     )
     compile_time = time.perf_counter() - compile_start
 
-    history = History(
-        grad_norm={name: [] for name in group_names},
-        config=dict(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, n_samples=n,
-                    learning_rate=learning_rate if optimizer is None else None,
-                    schedule=schedule if optimizer is None and isinstance(schedule, (str, type(None))) else "custom",
-                    loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed,
-                    backend=jax.default_backend(), compile_time=compile_time),
-    )
+    config = dict(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, n_samples=n,
+                  learning_rate=learning_rate if optimizer is None else None,
+                  schedule=schedule if optimizer is None and isinstance(schedule, (str, type(None))) else "custom",
+                  loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed,
+                  backend=jax.default_backend(), compile_time=compile_time)
+    n_hist = members if ensemble else 1
+    histories = [
+        History(grad_norm={name: [] for name in group_names},
+                config=dict(config, member=i) if ensemble else dict(config))
+        for i in range(n_hist)
+    ]
     bar = _progress_bar(epochs) if progress and epochs > 0 else None
     task = bar.add_task("train", total=epochs, metrics="") if bar else None
     start = time.perf_counter()
@@ -442,28 +553,31 @@ def train(
         if bar:
             bar.start()
         for epoch in range(epochs):
-            theta, opt_state, stats, params = epoch_fn(theta, opt_state, jnp.int32(epoch))
-            finite, train_loss, val, lr, norms = jax.device_get(stats)
-            if not finite:
+            theta, opt_state, stats, params = epoch_fn(theta, opt_state, rest, jnp.int32(epoch), keys)
+            finite, train_loss, val, lr, norms = (np.atleast_1d(v) for v in jax.device_get(stats))
+            norms = norms.reshape(n_hist, len(group_names))
+            if not finite.all():
                 diverged_at = epoch + 1
                 break
-            history.train_loss.append(float(train_loss))
-            if has_val:
-                history.val_loss.append(float(val))
-            history.learning_rate.append(float(lr))
-            history.wall_time.append(time.perf_counter() - start)
-            for name, v in zip(group_names, norms):
-                history.grad_norm[name].append(float(v))
+            now = time.perf_counter() - start
+            for i, h in enumerate(histories):
+                h.train_loss.append(float(train_loss[i]))
+                if has_val:
+                    h.val_loss.append(float(val[i]))
+                h.learning_rate.append(float(lr[i]))
+                h.wall_time.append(now)
+                for name, v in zip(group_names, norms[i]):
+                    h.grad_norm[name].append(float(v))
             if bar:
-                metrics = f"loss {train_loss:.3e}" + (f"  val {val:.3e}" if has_val else "")
+                metrics = f"loss {np.mean(train_loss):.3e}" + (f"  val {np.mean(val):.3e}" if has_val else "")
                 bar.update(task, advance=1, metrics=metrics)
     finally:
         if bar:
             bar.stop()
         nnx.update(model, params)
     if diverged_at is not None:
-        raise TrainingDiverged(diverged_at, model, history)
-    return model, history
+        raise TrainingDiverged(diverged_at, model, histories if ensemble else histories[0])
+    return model, histories
 
 
 def evaluate(model: nnx.Module, data, *, loss: str | Callable = "mse") -> float:

@@ -204,3 +204,42 @@ def test_bad_labels_are_named():
     model = kanjax.KAN([2, 3], rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         kanjax.train(model, (X, np.arange(20)), loss="cross_entropy", progress=False)
+
+
+def _factory(rngs):
+    return kanjax.KAN([2, 3, 1], basis="bspline", grid_size=4, rngs=rngs)
+
+
+def test_ensemble_member_equals_independent_run(seed_task):
+    (x, z), _ = seed_task
+    ensemble = kanjax.make_ensemble(_factory, 3, seed=5)
+    initial = [kanjax.ensemble_member(ensemble, i) for i in range(3)]
+    w0 = [np.asarray(m.layers[0].coef[...]) for m in initial]
+    assert not np.allclose(w0[0], w0[1])  # members start from different initialisations
+    ensemble, histories = kanjax.train_ensemble(ensemble, (x, z), epochs=4, batch_size=64,
+                                                seed=10, progress=False)
+    assert len(histories) == 3 and all(h.epochs == 4 for h in histories)
+    for i in (0, 2):
+        single, h = kanjax.train(initial[i], (x, z), epochs=4, batch_size=64, seed=10 + i,
+                                 progress=False)
+        np.testing.assert_allclose(histories[i].train_loss, h.train_loss, rtol=2e-4)
+        trained = kanjax.ensemble_member(ensemble, i)
+        np.testing.assert_allclose(np.asarray(trained(x)), np.asarray(single(x)), rtol=2e-3, atol=2e-4)
+    assert histories[0].train_loss != histories[1].train_loss
+
+
+def test_ensemble_errors():
+    with pytest.raises(ValueError, match="not an ensemble"):
+        kanjax.train_ensemble(small_kan(), (X, Y), progress=False)
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        kanjax.make_ensemble(_factory, 0)
+    with pytest.raises(IndexError, match="out of range"):
+        kanjax.ensemble_member(kanjax.make_ensemble(_factory, 2), 2)
+
+
+def test_bfloat16_compute_trains(seed_task):
+    (x, z), _ = seed_task
+    model = kanjax.KAN([2, 4, 1], basis="bspline", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    model, h = kanjax.train(model, (x, z), epochs=10, progress=False)
+    assert model.layers[0].coef[...].dtype == jnp.float32  # parameters stay float32
+    assert h.train_loss[-1] < h.train_loss[0] / 5

@@ -1,0 +1,265 @@
+"""Benchmark: KAN (B-spline and Taylor) vs MLP, side by side in one run.
+
+For each named problem and model it reports, all measured in this run on this device:
+
+* compile time of the training step program;
+* steady-state time of one full training step (forward + backward + Adam update), the median
+  and inter-quartile range of timed blocks of ``--block`` steps after warm-up, and samples/s;
+* the step program's memory (``compiled.memory_analysis()``: arguments + outputs + temporaries);
+* the matmul floor of a KAN step: its matmul FLOPs (6 * batch * sum_l n_in * (K + 1) * n_out)
+  divided by the float32 matmul rate measured here with ``jnp.dot``, and the step's ratio to it;
+* test MSE after a fixed training budget (``kanjax.train``) on the problem's target function.
+
+Models: ``kan-bspline`` (G=5, k=3), ``kan-taylor``, ``mlp`` (same widths, silu) and
+``mlp-matched`` (same depth, hidden width chosen to match the B-spline KAN's parameter count).
+
+    python benchmarks/kan_vs_mlp.py                      # seed, medium, wide
+    python benchmarks/kan_vs_mlp.py --problems medium    # one problem
+    python benchmarks/kan_vs_mlp.py --quick              # CI smoke run (seed only, short)
+
+Prints a markdown table; writes JSON and a PNG chart to ``--out`` (default
+``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import kanjax
+
+PROBLEMS = {
+    # widths, batch size, Taylor degree, target function of x in [-1, 1]^n_in
+    "seed": dict(widths=[2, 4, 4, 1], batch=1000, degree=9),
+    "medium": dict(widths=[8, 64, 64, 1], batch=1024, degree=6),
+    "wide": dict(widths=[64, 256, 256, 10], batch=4096, degree=6),
+}
+GRID_SIZE, ORDER = 5, 3
+
+
+def target(x: jax.Array, n_out: int) -> jax.Array:
+    """A smooth multivariate target: sums of products of sines and squares, n_out outputs."""
+    n_in = x.shape[-1]
+    outs = []
+    for j in range(n_out):
+        a = jnp.sin(jnp.pi * x[..., j % n_in]) * x[..., (j + 1) % n_in]
+        b = jnp.mean(x**2, axis=-1)
+        outs.append(a + b)
+    return jnp.stack(outs, axis=-1)
+
+
+def num_params(model) -> int:
+    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def matched_mlp_widths(widths, n_target: int) -> list[int]:
+    """Same depth as ``widths``; one hidden width h chosen so the MLP has ~n_target params."""
+    n_hidden = len(widths) - 2
+    if n_hidden == 0:
+        return list(widths)
+    best = None
+    for h in range(1, 8192):
+        w = [widths[0]] + [h] * n_hidden + [widths[-1]]
+        n = sum(a * b + b for a, b in zip(w[:-1], w[1:]))
+        if best is None or abs(n - n_target) < abs(best[1] - n_target):
+            best = (w, n)
+        if n > n_target:
+            break
+    return best[0]
+
+
+def make_models(problem: dict, seed: int = 0) -> dict:
+    widths = problem["widths"]
+    models = {
+        "kan-bspline": kanjax.KAN(widths, basis="bspline", grid_size=GRID_SIZE, order=ORDER,
+                                  rngs=nnx.Rngs(seed)),
+        "kan-taylor": kanjax.KAN(widths, basis="taylor", degree=problem["degree"], rngs=nnx.Rngs(seed)),
+        "mlp": kanjax.MLP(widths, rngs=nnx.Rngs(seed)),
+    }
+    models["mlp-matched"] = kanjax.MLP(
+        matched_mlp_widths(widths, num_params(models["kan-bspline"])), rngs=nnx.Rngs(seed))
+    return models
+
+
+def kan_matmul_flops(model, batch: int) -> float | None:
+    if not isinstance(model, kanjax.KAN):
+        return None
+    total = sum(layer.in_features * (layer.num_basis + 1) * layer.out_features for layer in model.layers)
+    return 6.0 * batch * total
+
+
+def mlp_matmul_flops(model, batch: int) -> float | None:
+    if not isinstance(model, kanjax.MLP):
+        return None
+    w = model.widths
+    return 6.0 * batch * sum(a * b for a, b in zip(w[:-1], w[1:]))
+
+
+def measure_matmul_rate(n: int = 1024, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a square ``jnp.dot`` on the default device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def time_step(model, problem: dict, block: int, repeats: int) -> dict:
+    """Compile and time ``block`` Adam steps per call on fresh random batches."""
+    widths, batch = problem["widths"], problem["batch"]
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+    xs = jax.random.uniform(jax.random.key(1), (block, batch, widths[0]), minval=-1, maxval=1)
+    ys = target(xs, widths[-1])
+
+    def loss_fn(p, xb, yb):
+        return jnp.mean((nnx.merge(graphdef, p, rest)(xb) - yb) ** 2)
+
+    def run_block(p, s, xs, ys):
+        def step(carry, batch_):
+            p, s = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, *batch_)
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), loss
+
+        (p, s), losses = jax.lax.scan(step, (p, s), (xs, ys))
+        return p, s, losses
+
+    start = time.perf_counter()
+    compiled = jax.jit(run_block, donate_argnums=(0, 1)).lower(params, opt_state, xs, ys).compile()
+    compile_s = time.perf_counter() - start
+    mem = compiled.memory_analysis()
+    mem_bytes = None
+    if mem is not None:
+        mem_bytes = int(mem.argument_size_in_bytes + mem.output_size_in_bytes
+                        + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    params, opt_state, losses = compiled(params, opt_state, xs, ys)  # warm-up
+    losses.block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        params, opt_state, losses = compiled(params, opt_state, xs, ys)
+        losses.block_until_ready()
+        times.append((time.perf_counter() - t) / block)
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return dict(compile_s=compile_s, step_ms=med * 1e3, step_iqr_ms=(q3 - q1) * 1e3,
+                samples_per_s=batch / med, memory_mb=None if mem_bytes is None else mem_bytes / 2**20,
+                finite=bool(np.isfinite(np.asarray(losses)).all()))
+
+
+def accuracy(model, problem: dict, epochs: int, n_train: int, seed: int = 0) -> float:
+    widths = problem["widths"]
+    key_train, key_test = jax.random.split(jax.random.key(seed + 7))
+    x = jax.random.uniform(key_train, (n_train, widths[0]), minval=-1, maxval=1)
+    xt = jax.random.uniform(key_test, (n_train, widths[0]), minval=-1, maxval=1)
+    y, yt = target(x, widths[-1]), target(xt, widths[-1])
+    model, _ = kanjax.train(model, (x, y), epochs=epochs, batch_size=min(problem["batch"], n_train),
+                            learning_rate=1e-2, progress=False)
+    return kanjax.evaluate(model, (xt, yt))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--models", nargs="+", default=["kan-bspline", "kan-taylor", "mlp", "mlp-matched"])
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per model")
+    parser.add_argument("--epochs", type=int, default=50, help="training budget for the accuracy column")
+    parser.add_argument("--n-train", type=int, default=4096)
+    parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="seed problem, tiny budgets (CI)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.problems, args.block, args.repeats, args.epochs, args.n_train = ["seed"], 2, 2, 2, 256
+
+    import flax
+
+    rate = measure_matmul_rate()
+    header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), float32 | jax {jax.__version__}, "
+              f"flax {flax.__version__}, optax {optax.__version__}, kanjax {kanjax.__version__}, "
+              f"python {platform.python_version()} | {os.cpu_count()} CPUs | "
+              f"measured float32 matmul rate: {rate:.1f} GFLOP/s")
+    print("# KAN vs MLP training-step benchmark\n")
+    print(header)
+    print(f"settings: block {args.block} steps x {args.repeats} timed blocks, Adam; B-spline G={GRID_SIZE}, "
+          f"k={ORDER}; accuracy: {args.epochs} epochs of kanjax.train on {args.n_train} samples\n")
+    print("| problem | model | widths | params | compile s | step ms (median ± IQR) | samples/s "
+          "| step / matmul floor | step / mlp-matched | memory MB | test MSE |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for name in args.problems:
+        problem = PROBLEMS[name]
+        models = make_models(problem)
+        rows = {}
+        for label in args.models:
+            model = models[label]
+            r = dict(problem=name, model=label, widths=list(model.widths), params=num_params(model),
+                     batch=problem["batch"])
+            r.update(time_step(model, problem, args.block, args.repeats))
+            flops = kan_matmul_flops(model, problem["batch"]) or mlp_matmul_flops(model, problem["batch"])
+            r["matmul_gflop"] = flops / 1e9
+            r["floor_ms"] = flops / (rate * 1e9) * 1e3
+            r["test_mse"] = None if args.no_accuracy else accuracy(
+                make_models(problem)[label], problem, args.epochs, args.n_train)
+            rows[label] = r
+        base = rows.get("mlp-matched")
+        for label, r in rows.items():
+            r["vs_mlp_matched"] = r["step_ms"] / base["step_ms"] if base else None
+            r["vs_floor"] = r["step_ms"] / r["floor_ms"]
+            mem = "n/a" if r["memory_mb"] is None else f"{r['memory_mb']:.1f}"
+            mse = "-" if r["test_mse"] is None else f"{r['test_mse']:.2e}"
+            ratio = "-" if r["vs_mlp_matched"] is None else f"{r['vs_mlp_matched']:.2f}x"
+            print(f"| {name} | {label} | {r['widths']} | {r['params']} | {r['compile_s']:.2f} "
+                  f"| {r['step_ms']:.3f} ± {r['step_iqr_ms']:.3f} | {r['samples_per_s']:.3g} "
+                  f"| {r['vs_floor']:.1f}x | {ratio} | {mem} | {mse} |", flush=True)
+            results.append(r)
+    os.makedirs(args.out, exist_ok=True)
+    tag = "quick" if args.quick else "_".join(args.problems)
+    with open(os.path.join(args.out, f"kan_vs_mlp_{tag}.json"), "w") as f:
+        json.dump(dict(header=header, matmul_gflops=rate, results=results), f, indent=1)
+    chart(results, os.path.join(args.out, f"kan_vs_mlp_{tag}.png"), header)
+    print(f"\nwrote {args.out}/kan_vs_mlp_{tag}.json and .png")
+    return 0 if all(r["finite"] for r in results) else 1
+
+
+def chart(results, path, header):
+    from kanjax.plotting import _figure_class
+
+    problems = sorted({r["problem"] for r in results}, key=list(PROBLEMS).index)
+    labels = list(dict.fromkeys(r["model"] for r in results))
+    fig = _figure_class()(figsize=(2.5 + 2.2 * len(problems), 4), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        vals = [next((r["step_ms"] for r in results if r["problem"] == p and r["model"] == label), math.nan)
+                for p in problems]
+        ax.bar(np.arange(len(problems)) + i * width, vals, width, label=label)
+    ax.set_xticks(np.arange(len(problems)) + 0.4 - width / 2, problems)
+    ax.set_yscale("log")
+    ax.set_ylabel("training step (ms, median)")
+    ax.set_title("KAN vs MLP: one Adam step", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, header[:140], fontsize=5)
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
