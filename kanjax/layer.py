@@ -47,10 +47,13 @@ def kan_layer(
     """
     n_in, n_out, k = coef.shape
     lead = basis_values.shape[:-2]
-    features = jnp.concatenate([jax.nn.silu(x)[..., None], basis_values], axis=-1)
-    weights = jnp.concatenate([w_base[..., None], coef * w_spline[..., None]], axis=-1)
-    weights = jnp.swapaxes(weights, 1, 2).reshape(n_in * (k + 1), n_out)
-    y = features.reshape(*lead, n_in * (k + 1)) @ weights
+    # Features are laid out basis-major, (..., K + 1, n_in): the basis functions come out of
+    # kanjax.basis in that layout internally, so XLA cancels the two swaps below.
+    features = jnp.concatenate(
+        [jax.nn.silu(x)[..., None, :], jnp.swapaxes(basis_values, -1, -2)], axis=-2
+    )
+    weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
+    y = features.reshape(*lead, (k + 1) * n_in) @ weights.reshape((k + 1) * n_in, n_out)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
