@@ -9,7 +9,7 @@ Layout, from the bottom up:
 * :mod:`kanjax.plotting` - loss and gradient-norm plots (matplotlib, imported lazily).
 """
 
-from kanjax import basis, layer, losses
+from kanjax import basis, grids, layer, losses
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
 from kanjax.nn import KAN, MLP, KANLayer, SplineGrid
@@ -38,6 +38,7 @@ __all__ = [
     "ensemble_member",
     "evaluate",
     "basis",
+    "grids",
     "layer",
     "losses",
     "bspline_basis",

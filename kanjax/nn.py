@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from kanjax import basis as basis_lib
+from kanjax import grids as grids_lib
 from kanjax import layer as layer_lib
 
 __all__ = ["SplineGrid", "KANLayer", "KAN", "MLP"]
@@ -197,6 +198,70 @@ class KANLayer(nnx.Module):
             return basis_lib.uniform_bspline_basis(x, knots[:, 0], step, self.num_basis, self.order)
         return basis_lib.bspline_basis(x, knots, self.order)
 
+    # ---------------------------------------------------------------- grids (B-spline)
+
+    def _require_bspline(self, what: str):
+        if self.basis != "bspline":
+            raise TypeError(f"{what} needs a B-spline layer; this layer's basis is {self.basis!r}")
+
+    def spline_values(self, x: jax.Array) -> jax.Array:
+        """The spline sums ``sum_i coef[p,q,i] B_i(x_p)`` (without ``w_spline``): ``(..., n_in, n_out)``."""
+        x = self._check_input(x).astype(self.param_dtype)
+        return jnp.einsum("...pi,pqi->...pq", self.basis_values(x), self.coef[...])
+
+    def update_grid(self, x: jax.Array, *, grid_eps: float = 0.02, margin: float = 0.0,
+                    ridge: float = 1e-6) -> None:
+        """Move the knots to follow samples ``x`` and refit ``coef`` so every edge keeps its function.
+
+        The new knots blend the samples' percentiles with the uniform min-max grid
+        (``grid_eps``, see :func:`kanjax.grids.grid_from_samples`); the coefficients are the
+        ridge least-squares fit of the old spline values at ``x`` (well-posed even where an
+        interval receives no samples). ``grid_size`` and ``order`` stay; the layer is
+        updated in place.
+
+        Args:
+          x: inputs of this layer, shape ``(..., n_in)`` (flattened to samples).
+        """
+        self._require_bspline("update_grid")
+        x = self._check_input(x).reshape(-1, self.in_features).astype(self.param_dtype)
+        _check_samples(x)
+        grid, coef = _regrid(x, self.grid[...], self.coef[...], self.grid_size, self.order,
+                             float(grid_eps), float(margin), float(ridge), self.uniform)
+        self.grid[...] = grid
+        self.coef[...] = coef
+        self.uniform = _is_uniform(grid)
+
+    def refine(self, grid_size: int, x: jax.Array | None = None, *, grid_eps: float = 0.02,
+               margin: float = 0.0, ridge: float = 1e-6) -> None:
+        """Change the number of grid intervals to ``grid_size``, keeping each edge's function.
+
+        Without ``x`` the new grid is uniform over the current grid's inner range and the
+        coefficients are fitted on a dense uniform sample of it (exact when the new grid
+        contains the old knots, e.g. 5 -> 10 intervals). With samples ``x`` the new grid
+        follows them as in :meth:`update_grid`. ``coef`` changes shape (``n_in, n_out,
+        grid_size + order``), so optimizer state for this layer must be re-initialised;
+        ``kanjax.train`` does that at the start of every call.
+        """
+        self._require_bspline("refine")
+        grid_size = _check_positive_int("grid_size", grid_size)
+        knots = self.grid[...]
+        if x is None:
+            lo, hi = knots[None, :, self.order], knots[None, :, -self.order - 1]
+            n = 8 * (grid_size + self.order) + 1
+            t = jnp.linspace(0.0, 1.0, n, dtype=knots.dtype)[:, None]
+            x = lo + (hi - lo) * t
+            grid_eps, margin = 1.0, 0.0
+        else:
+            x = self._check_input(x).reshape(-1, self.in_features).astype(self.param_dtype)
+            _check_samples(x)
+        grid, coef = _regrid(x, knots, self.coef[...], grid_size, self.order, float(grid_eps),
+                             float(margin), float(ridge), self.uniform)
+        self.grid = SplineGrid(grid)
+        self.coef = nnx.Param(coef)
+        self.grid_size = grid_size
+        self.num_basis = grid_size + self.order
+        self.uniform = _is_uniform(grid)
+
     def _cast(self, x: jax.Array):
         dtype = self.dtype or self.param_dtype
         params = [self.w_base[...], self.w_spline[...], self.coef[...]]
@@ -221,6 +286,31 @@ class KANLayer(nnx.Module):
         """Per-edge values ``phi_qp(x_p)``: ``(..., n_in) -> (..., n_in, n_out)``."""
         x, (w_base, w_spline, coef), _ = self._cast(self._check_input(x))
         return layer_lib.edge_activations(x, self.basis_values(x), w_base, w_spline, coef)
+
+
+def _check_samples(x) -> None:
+    if x.shape[0] == 0:
+        raise ValueError("need at least one sample to place a grid")
+    if not bool(jnp.isfinite(x).all()):
+        raise ValueError("grid samples contain non-finite values (nan or inf)")
+
+
+def _is_uniform(grid) -> bool:
+    steps = np.diff(np.asarray(grid, np.float64), axis=-1)
+    return bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-5, atol=0.0))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _regrid(x, old_grid, old_coef, grid_size, order, grid_eps, margin, ridge, old_uniform):
+    """New knots from ``x`` and coefficients refitted to the old splines' values at ``x``."""
+    if old_uniform:
+        step = (old_grid[:, -1] - old_grid[:, 0]) / (old_grid.shape[-1] - 1)
+        old_basis = basis_lib.uniform_bspline_basis(x, old_grid[:, 0], step, old_coef.shape[-1], order)
+    else:
+        old_basis = basis_lib.bspline_basis(x, old_grid, order)
+    targets = jnp.einsum("npi,pqi->npq", old_basis, old_coef)
+    grid = grids_lib.grid_from_samples(x, grid_size, order, grid_eps=grid_eps, margin=margin)
+    return grid, grids_lib.fit_coefficients(x, targets, grid, order, ridge=ridge)
 
 
 def _check_widths(widths) -> list[int]:
@@ -274,6 +364,23 @@ class KAN(nnx.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def update_grid(self, x: jax.Array, **kwargs) -> None:
+        """:meth:`KANLayer.update_grid` on every layer, each on the activations it receives from ``x``."""
+        for layer in self.layers:
+            layer.update_grid(x, **kwargs)
+            x = layer(x)
+
+    def refine(self, grid_size: int, x: jax.Array | None = None, **kwargs) -> None:
+        """:meth:`KANLayer.refine` on every layer (grid extension, e.g. 5 -> 10 -> 20 intervals).
+
+        With samples ``x`` each layer's new grid follows the activations it receives;
+        without, each layer keeps its range with ``grid_size`` uniform intervals.
+        """
+        for layer in self.layers:
+            layer.refine(grid_size, x, **kwargs)
+            if x is not None:
+                x = layer(x)
 
 
 class MLP(nnx.Module):

@@ -1,0 +1,115 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import kanjax
+from kanjax import basis, grids
+
+
+def smooth_layer(n_in=2, n_out=3, grid_size=6, order=3, seed=0):
+    """A B-spline layer whose edges are smooth functions (coefficients sampled from sines)."""
+    layer = kanjax.KANLayer(n_in, n_out, basis="bspline", grid_size=grid_size, order=order,
+                            rngs=nnx.Rngs(seed))
+    centers = np.linspace(-1.5, 1.5, grid_size + order)
+    freq = 1.0 + np.arange(n_in * n_out).reshape(n_in, n_out, 1) * 0.3
+    layer.coef[...] = jnp.asarray(np.sin(freq * centers), jnp.float32)
+    return layer
+
+
+def test_grid_from_samples_shapes_and_blend(rng):
+    x = jnp.asarray(rng.normal(size=(2000, 3)) ** 3, jnp.float32)  # heavy tails
+    g = np.asarray(grids.grid_from_samples(x, 4, 3, grid_eps=0.0))
+    assert g.shape == (3, 4 + 7)
+    assert np.all(np.diff(g, axis=1) > 0)
+    np.testing.assert_allclose(g[:, 3], np.asarray(x.min(0)), rtol=1e-6)
+    np.testing.assert_allclose(g[:, 7], np.asarray(x.max(0)), rtol=1e-6)
+    counts = [np.histogram(np.asarray(x[:, 0]), bins=g[0, 3:8])[0]]
+    assert np.ptp(counts) <= 2  # percentile grid: equal samples per interval
+    u = np.asarray(grids.grid_from_samples(x, 4, 3, grid_eps=1.0))
+    np.testing.assert_allclose(np.diff(u, axis=1), np.diff(u, axis=1)[:, :1] * np.ones((1, 10)), rtol=1e-4)
+    flat = grids.grid_from_samples(jnp.ones((10, 1)), 2, 1)
+    assert np.all(np.diff(np.asarray(flat)) > 0)  # a constant column still gets a valid grid
+
+
+def test_fit_coefficients_recovers_spline_even_with_empty_intervals(rng):
+    grid = basis.uniform_grid(8, 3, (-1.0, 1.0), num_inputs=2)
+    coef = jnp.asarray(rng.normal(size=(2, 3, 11)), jnp.float32)
+    # samples only in [-1, 0.2]: several basis functions see no data at all
+    x = jnp.asarray(rng.uniform(-1, 0.2, size=(400, 2)), jnp.float32)
+    targets = jnp.einsum("npk,pqk->npq", basis.bspline_basis(x, grid, 3), coef)
+    fitted = grids.fit_coefficients(x, targets, grid, 3)
+    assert np.all(np.isfinite(np.asarray(fitted)))
+    again = jnp.einsum("npk,pqk->npq", basis.bspline_basis(x, grid, 3), fitted)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(targets), atol=2e-3)
+    assert float(jnp.abs(fitted[:, :, -3:]).max()) < 1.0  # unseen functions stay small
+
+
+def test_update_grid_preserves_function_on_data(rng):
+    layer = smooth_layer()
+    x = jnp.asarray(rng.uniform(-1, 1, size=(3000, 2)), jnp.float32)
+    before = layer(x)
+    layer.update_grid(x, grid_eps=0.02)
+    assert not layer.uniform
+    err = float(jnp.max(jnp.abs(layer(x) - before)))
+    assert err < 2e-3 * float(jnp.max(jnp.abs(before))), err
+    g = np.asarray(layer.grid[...])
+    np.testing.assert_allclose(g[:, 3], np.asarray(x.min(0)), rtol=1e-6)
+    # Heavy tails: the percentile grid is sparse where samples are rare, so the bound is
+    # on the least-squares error over the data, not the worst sample.
+    layer = smooth_layer()
+    x = jnp.asarray(rng.normal(scale=0.5, size=(3000, 2)), jnp.float32)
+    before = layer(x)
+    layer.update_grid(x)
+    rms = lambda v: float(jnp.sqrt(jnp.mean(v**2)))  # noqa: E731
+    assert rms(layer(x) - before) < 0.05 * rms(before)
+
+
+def test_update_grid_is_independent_of_sample_order(rng):
+    x = jnp.asarray(rng.uniform(-1, 1, size=(512, 2)), jnp.float32)
+    a, b = smooth_layer(), smooth_layer()
+    a.update_grid(x)
+    b.update_grid(x[::-1])
+    np.testing.assert_allclose(np.asarray(a.grid[...]), np.asarray(b.grid[...]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a.coef[...]), np.asarray(b.coef[...]), atol=1e-4)
+
+
+def test_refine_nested_grid_is_exact_and_reshapes():
+    layer = smooth_layer(grid_size=5)
+    x = jnp.linspace(-1, 1, 301)[:, None] * jnp.ones((1, 2))
+    before = layer(x)
+    layer.refine(10)
+    assert layer.grid_size == 10 and layer.coef.shape == (2, 3, 13) and layer.uniform
+    assert layer.grid.shape == (2, 17)
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(before), atol=1e-4)
+    layer.refine(3)  # coarser: only approximate, but close for a smooth edge
+    assert float(jnp.max(jnp.abs(layer(x) - before))) < 0.3
+
+
+def test_kan_grid_extension_then_training_continues():
+    from kanjax.demo import seed_data
+
+    (x, z), _ = seed_data(0, n_train=256, n_test=16)
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=3, rngs=nnx.Rngs(0))
+    model, h1 = kanjax.train(model, (x, z), epochs=20, progress=False)
+    before = model(x)
+    model.refine(6, x)
+    assert [layer.grid_size for layer in model.layers] == [6, 6]
+    assert float(jnp.max(jnp.abs(model(x) - before))) < 0.05
+    model, h2 = kanjax.train(model, (x, z), epochs=5, learning_rate=1e-3, progress=False)
+    assert np.all(np.isfinite(h2.train_loss))
+    assert h2.train_loss[-1] <= h1.train_loss[-1] * 1.5
+
+
+def test_grid_operations_need_bspline_and_good_samples():
+    taylor = kanjax.KANLayer(2, 2, basis="taylor", rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="needs a B-spline layer"):
+        taylor.update_grid(jnp.ones((4, 2)))
+    layer = smooth_layer()
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.update_grid(jnp.array([[0.0, jnp.nan]]))
+    with pytest.raises(ValueError, match="expects inputs with 2 features"):
+        layer.update_grid(jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="grid_size must be >= 1"):
+        layer.refine(0)
