@@ -365,6 +365,28 @@ class KAN(nnx.Module):
             x = layer(x)
         return x
 
+    def forward_with_penalty(self, x: jax.Array, *, l1: float = 0.0, entropy: float = 0.0):
+        """``(model(x), penalty)`` with the KAN paper's sparsity penalty computed in the same pass.
+
+        For every layer, ``A[p, q] = mean over the batch of |phi_qp(x_p)|`` and
+        ``P = A / sum(A)``; the penalty is ``sum over layers of l1 * sum(A) + entropy *
+        (-sum P log P)``. The layer outputs are formed from the per-edge activations here,
+        so this costs one ``(batch, n_in, n_out)`` tensor per layer; use plain ``model(x)``
+        when no penalty is needed.
+        """
+        penalty = jnp.zeros((), self.layers[0].param_dtype)
+        for layer in self.layers:
+            edges = layer.edge_activations(x)  # (..., in, out)
+            y = edges.sum(axis=-2)
+            if layer.bias is not None:
+                y = y + layer.bias[...].reshape((1,) * (y.ndim - 1) + (-1,))
+            a = jnp.mean(jnp.abs(edges.reshape(-1, *edges.shape[-2:])), axis=0)
+            total = jnp.sum(a)
+            p = a / (total + 1e-12)
+            penalty = penalty + l1 * total - entropy * jnp.sum(p * jnp.log(p + 1e-12))
+            x = y
+        return x, penalty
+
     def update_grid(self, x: jax.Array, **kwargs) -> None:
         """:meth:`KANLayer.update_grid` on every layer, each on the activations it receives from ``x``."""
         for layer in self.layers:

@@ -300,6 +300,8 @@ def train(
     validation_data=None,
     seed: int = 0,
     progress: bool = True,
+    l1: float = 0.0,
+    entropy: float = 0.0,
 ):
     """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
 
@@ -328,6 +330,9 @@ def train(
       validation_data: optional ``(x_val, y_val)``, evaluated after every epoch.
       seed: seed of the shuffling; the same seed and data give the same history.
       progress: show a progress bar (rich; also works in notebooks).
+      l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
+        (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
+        ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
 
     Returns:
       ``(model, history)``.
@@ -338,7 +343,7 @@ def train(
     model, histories = _fit(
         model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
-        seed=seed, progress=progress, members=None,
+        seed=seed, progress=progress, members=None, l1=l1, entropy=entropy,
     )
     return model, histories[0]
 
@@ -356,6 +361,8 @@ def train_ensemble(
     validation_data=None,
     seed: int = 0,
     progress: bool = True,
+    l1: float = 0.0,
+    entropy: float = 0.0,
 ):
     """Train every member of an ensemble (see :func:`make_ensemble`) in one compiled program.
 
@@ -377,7 +384,7 @@ def train_ensemble(
     return _fit(
         model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
-        seed=seed, progress=progress, members=members,
+        seed=seed, progress=progress, members=members, l1=l1, entropy=entropy,
     )
 
 
@@ -419,7 +426,7 @@ def _ensemble_size(model) -> int:
 
 
 def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
-         validation_data, seed, progress, members):
+         validation_data, seed, progress, members, l1=0.0, entropy=0.0):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
@@ -437,6 +444,14 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     loss_name = loss if isinstance(loss, str) else None
     per_example_loss = losses_lib.get(loss)
     ensemble = members is not None
+    for name, value in (("l1", l1), ("entropy", entropy)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    penalized = l1 > 0 or entropy > 0
+    if penalized and not hasattr(model, "forward_with_penalty"):
+        raise TypeError(
+            f"l1/entropy regularization needs a kanjax.KAN (edge activations); got {type(model).__name__}"
+        )
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if not jax.tree.leaves(params):
@@ -482,8 +497,12 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     theta, opt_state = jax.jit(jax.vmap(init) if ensemble else init)(params)
 
     def batch_loss(p, r, xb, yb, wb):
-        per = per_example_loss(forward(p, r, xb), yb)
-        return jnp.sum(per * wb) / jnp.sum(wb)
+        if penalized:
+            pred, penalty = nnx.merge(graphdef, p, r).forward_with_penalty(xb, l1=l1, entropy=entropy)
+        else:
+            pred, penalty = forward(p, r, xb), 0.0
+        per = per_example_loss(pred, yb)
+        return jnp.sum(per * wb) / jnp.sum(wb) + penalty
 
     def run_epoch(p, s, r, epoch, key):
         def step(carry, batch):
