@@ -294,7 +294,7 @@ def train(
     epochs: int = 200,
     batch_size: int = 64,
     learning_rate: float = 2e-2,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | str | None = None,
     schedule: str | Callable | None = "cosine",
     loss: str | Callable = "mse",
     validation_data=None,
@@ -320,8 +320,10 @@ def train(
       epochs: number of passes over the data.
       batch_size: minibatch size; larger than ``n`` means full batch.
       learning_rate: peak learning rate of the default optimizer.
-      optimizer: an ``optax.GradientTransformation``; default ``optax.adam`` on
-        ``schedule``. When given, ``learning_rate`` and ``schedule`` are not used.
+      optimizer: an ``optax.GradientTransformation``, or ``"lbfgs"`` for optax's L-BFGS
+        with its zoom line search (best full-batch: ``batch_size >= n``); default
+        ``optax.adam`` on ``schedule``. When given, ``learning_rate`` and ``schedule`` are
+        not used.
       schedule: ``"cosine"`` (``optax.cosine_decay_schedule`` over all steps),
         ``"constant"``/``None``, or an optax schedule (step -> learning rate).
       loss: ``"mse"``, ``"cross_entropy"`` or ``fn(pred, target)`` returning one loss
@@ -355,7 +357,7 @@ def train_ensemble(
     epochs: int = 200,
     batch_size: int = 64,
     learning_rate: float = 2e-2,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | str | None = None,
     schedule: str | Callable | None = "cosine",
     loss: str | Callable = "mse",
     validation_data=None,
@@ -433,13 +435,15 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     epochs = _check_int("epochs", epochs, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
+    lbfgs = isinstance(optimizer, str) and optimizer == "lbfgs"
     if optimizer is None:
         if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
                 and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
-    elif not isinstance(optimizer, optax.GradientTransformation):
+    elif not lbfgs and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
-            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+            "optimizer must be an optax.GradientTransformation or 'lbfgs', got "
+            f"{optimizer!r}"
         )
     loss_name = loss if isinstance(loss, str) else None
     per_example_loss = losses_lib.get(loss)
@@ -466,7 +470,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     # The default optimizer (Adam, elementwise) runs on one flat parameter vector: the same
     # numbers as per-array Adam, but one fused update for XLA to compile instead of one per
     # parameter array. A user's optimizer sees the parameter pytree, as optax expects.
-    if optimizer is None:
+    if optimizer is None or lbfgs:
         ravel, unravel = _flattener(params0)
     else:
         ravel = unravel = lambda p: p  # noqa: E731
@@ -486,6 +490,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     if optimizer is None:
         lr_fn = _make_schedule(learning_rate, schedule, total_steps)
         tx = optax.adam(lr_fn)
+    elif lbfgs:  # optax's L-BFGS with its zoom line search; step size from the search
+        lr_fn, tx = None, optax.lbfgs()
     else:
         lr_fn, tx = None, optimizer
     group_names, group_of_leaf = _layer_groups(params0)
@@ -508,9 +514,16 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         def step(carry, batch):
             p, s = carry
             idx, wb = batch
-            value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, x[idx], y[idx], wb)
+            xb, yb = x[idx], y[idx]
+            value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
             grads = ravel(tree_grads)
-            updates, s = tx.update(grads, s, p)
+            if lbfgs:
+                updates, s = tx.update(
+                    grads, s, p, value=value, grad=grads,
+                    value_fn=lambda q: batch_loss(unravel(q), r, xb, yb, wb),
+                )
+            else:
+                updates, s = tx.update(grads, s, p)
             p = optax.apply_updates(p, updates)
             sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
             norms = jnp.stack(

@@ -243,3 +243,14 @@ def test_bfloat16_compute_trains(seed_task):
     model, h = kanjax.train(model, (x, z), epochs=10, progress=False)
     assert model.layers[0].coef[...].dtype == jnp.float32  # parameters stay float32
     assert h.train_loss[-1] < h.train_loss[0] / 5
+
+
+def test_lbfgs_full_batch_converges_fast(seed_task):
+    (x, z), _ = seed_task
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=5, rngs=nnx.Rngs(0))
+    model, h = kanjax.train(model, (x, z), epochs=40, batch_size=len(x), optimizer="lbfgs",
+                            progress=False)
+    assert h.train_loss[-1] < 1e-3 and h.train_loss[-1] < h.train_loss[0] / 100
+    assert np.isnan(h.learning_rate[0])
+    with pytest.raises(TypeError, match="or 'lbfgs'"):
+        kanjax.train(model, (x, z), optimizer="bfgs", progress=False)
