@@ -1,0 +1,121 @@
+"""Benchmark: grid extension on the KAN paper's toy problem, and the RMSE-vs-G scaling check.
+
+Part 1 (the paper's recipe): f(x, y) = exp(sin(pi x) + y^2) on [-1, 1]^2, widths [2, 5, 1],
+cubic B-splines, grids 3 -> 10 -> 20 -> 50. At each grid size the model is refined from the
+training samples (``KAN.refine(G, x)``: each layer's grid follows its inputs and the
+coefficients are refitted so the function is kept) and trained full-batch with L-BFGS
+(``train(..., optimizer="lbfgs")``) for ``--steps`` steps. Prints test RMSE per grid and wall
+time (compilation included).
+
+Part 2 (scaling): a [2, 1, 1]-representable target, f(x, y) = exp(sin(pi x) + y^2) is one;
+test RMSE against G on a log-log scale with the fitted slope (theory: -(k + 1) = -4 for k = 3).
+
+    python benchmarks/grid_extension.py            # both parts
+    python benchmarks/grid_extension.py --quick    # CI smoke: few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import kanjax
+
+
+def toy(x):
+    return jnp.exp(jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:2] ** 2)
+
+
+def data(n=1000, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    x = jax.random.uniform(k1, (n, 2), minval=-1, maxval=1)
+    xt = jax.random.uniform(k2, (n, 2), minval=-1, maxval=1)
+    return (x, toy(x)), (xt, toy(xt))
+
+
+def grid_extension(widths, grids, steps, seed=0):
+    (x, y), (xt, yt) = data(seed=seed)
+    rows = []
+    start = time.perf_counter()
+    model = kanjax.KAN(widths, basis="bspline", grid_size=grids[0], order=3, rngs=nnx.Rngs(seed))
+    for i, g in enumerate(grids):
+        t = time.perf_counter()
+        if i == 0:
+            model.update_grid(x)
+        else:
+            model.refine(g, x)
+        model, h = kanjax.train(model, (x, y), epochs=steps, batch_size=len(x), optimizer="lbfgs",
+                                progress=False)
+        rows.append(dict(grid=g, train_rmse=kanjax.evaluate(model, (x, y)) ** 0.5,
+                         test_rmse=kanjax.evaluate(model, (xt, yt)) ** 0.5,
+                         seconds=time.perf_counter() - t, compile_s=h.config["compile_time"]))
+    return rows, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="L-BFGS steps per grid")
+    parser.add_argument("--grids", type=int, nargs="+", default=[3, 10, 20, 50])
+    parser.add_argument("--scaling-grids", type=int, nargs="+", default=[3, 5, 10, 20, 50])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.grids, args.scaling_grids = 5, [3, 5], [3, 5]
+
+    import flax
+    import optax
+
+    print("# Grid extension benchmark\n")
+    print(f"device: {jax.devices()[0]}, float32 | jax {jax.__version__}, flax {flax.__version__}, "
+          f"optax {optax.__version__}, kanjax {kanjax.__version__}, python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"settings: f(x,y)=exp(sin(pi x)+y^2), 1000 train / 1000 test, k=3, L-BFGS {args.steps} "
+          "steps per grid, full batch\n")
+    rows, total = grid_extension([2, 5, 1], args.grids, args.steps)
+    print("| widths | G | train RMSE | test RMSE | stage s (compile s) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| [2, 5, 1] | {r['grid']} | {r['train_rmse']:.2e} | {r['test_rmse']:.2e} "
+              f"| {r['seconds']:.2f} ({r['compile_s']:.2f}) |")
+    print(f"\ntotal wall time: {total:.2f} s\n")
+
+    scaling, _ = grid_extension([2, 1, 1], args.scaling_grids, args.steps)
+    gs = np.array([r["grid"] for r in scaling], float)
+    rmse = np.array([r["test_rmse"] for r in scaling])
+    slope = float(np.polyfit(np.log(gs), np.log(rmse), 1)[0])
+    print("| widths | G | test RMSE |\n|---|---|---|")
+    for r in scaling:
+        print(f"| [2, 1, 1] | {r['grid']} | {r['test_rmse']:.2e} |")
+    print(f"\nfitted slope of log test RMSE vs log G: {slope:.2f} (theory for k=3: -4)")
+
+    os.makedirs(args.out, exist_ok=True)
+    tag = "quick" if args.quick else "full"
+    with open(os.path.join(args.out, f"grid_extension_{tag}.json"), "w") as f:
+        json.dump(dict(extension=rows, total_seconds=total, scaling=scaling, slope=slope), f, indent=1)
+    from kanjax.plotting import _figure_class
+
+    fig = _figure_class()(figsize=(9, 3.6), layout="constrained")
+    a1, a2 = fig.subplots(1, 2)
+    a1.semilogy([r["grid"] for r in rows], [r["test_rmse"] for r in rows], "o-", label="test")
+    a1.semilogy([r["grid"] for r in rows], [r["train_rmse"] for r in rows], "s--", label="train")
+    a1.set_xlabel("grid size G"), a1.set_ylabel("RMSE"), a1.set_title("[2, 5, 1] grid extension")
+    a1.legend()
+    a2.loglog(gs, rmse, "o-", label=f"[2, 1, 1], slope {slope:.2f}")
+    a2.loglog(gs, rmse[0] * (gs / gs[0]) ** -4.0, "k:", label="G^-4")
+    a2.set_xlabel("grid size G"), a2.set_title("scaling"), a2.legend()
+    fig.savefig(os.path.join(args.out, f"grid_extension_{tag}.png"), dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
