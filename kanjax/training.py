@@ -175,6 +175,12 @@ def _prepare_data(model, data, name: str, loss_name: str | None, out_shape):
     return x, y
 
 
+def _kan_type():
+    from kanjax.nn import KAN
+
+    return KAN
+
+
 def _output_shape(model, data, apply) -> tuple[int, ...] | None:
     """Per-sample output shape: ``(out_features,)`` for kanjax models, else by tracing."""
     out_features = getattr(model, "out_features", None)
@@ -302,6 +308,9 @@ def train(
     progress: bool = True,
     l1: float = 0.0,
     entropy: float = 0.0,
+    grid_update_every: int = 0,
+    grid_update_until: int | None = None,
+    grid_eps: float = 0.02,
 ):
     """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
 
@@ -332,6 +341,11 @@ def train(
       validation_data: optional ``(x_val, y_val)``, evaluated after every epoch.
       seed: seed of the shuffling; the same seed and data give the same history.
       progress: show a progress bar (rich; also works in notebooks).
+      grid_update_every, grid_update_until, grid_eps: B-spline KANs only. Every
+        ``grid_update_every`` epochs before epoch ``grid_update_until`` (default: all), each
+        layer's grid is moved to follow the activations of the whole training set and its
+        coefficients are refitted (``KANLayer.update_grid``), inside the compiled epoch.
+        ``grid_eps=1`` keeps the knots uniform (and the fast uniform B-spline path).
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
         (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
         ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
@@ -346,6 +360,8 @@ def train(
         model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
         seed=seed, progress=progress, members=None, l1=l1, entropy=entropy,
+        grid_update_every=grid_update_every, grid_update_until=grid_update_until,
+        grid_eps=grid_eps,
     )
     return model, histories[0]
 
@@ -365,6 +381,9 @@ def train_ensemble(
     progress: bool = True,
     l1: float = 0.0,
     entropy: float = 0.0,
+    grid_update_every: int = 0,
+    grid_update_until: int | None = None,
+    grid_eps: float = 0.02,
 ):
     """Train every member of an ensemble (see :func:`make_ensemble`) in one compiled program.
 
@@ -387,6 +406,8 @@ def train_ensemble(
         model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
         seed=seed, progress=progress, members=members, l1=l1, entropy=entropy,
+        grid_update_every=grid_update_every, grid_update_until=grid_update_until,
+        grid_eps=grid_eps,
     )
 
 
@@ -428,7 +449,8 @@ def _ensemble_size(model) -> int:
 
 
 def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
-         validation_data, seed, progress, members, l1=0.0, entropy=0.0):
+         validation_data, seed, progress, members, l1=0.0, entropy=0.0,
+         grid_update_every=0, grid_update_until=None, grid_eps=0.02):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
@@ -451,6 +473,18 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     for name, value in (("l1", l1), ("entropy", entropy)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    grid_update_every = _check_int("grid_update_every", grid_update_every, 0)
+    grid_update_until = epochs if grid_update_until is None else _check_int(
+        "grid_update_until", grid_update_until, 0)
+    if grid_update_every:
+        layers = getattr(model, "layers", None)
+        if not isinstance(model, _kan_type()) or any(layer.basis != "bspline" for layer in layers):
+            raise TypeError("grid_update_every needs a kanjax.KAN with B-spline layers")
+        if any(layer.uniform for layer in layers) and grid_eps != 1.0:
+            # Non-uniform knots inside the compiled program: switch the layers to the general
+            # Cox-de Boor evaluation before compiling (the fast path needs uniform knots).
+            for layer in layers:
+                layer.uniform = False
     penalized = l1 > 0 or entropy > 0
     if penalized and not hasattr(model, "forward_with_penalty"):
         raise TypeError(
@@ -510,7 +544,21 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         per = per_example_loss(pred, yb)
         return jnp.sum(per * wb) / jnp.sum(wb) + penalty
 
+    def regrid(p, r):
+        """Every layer's grid from the activations of all training inputs; coef refitted."""
+        m = nnx.merge(graphdef, unravel(p), r)
+        h = x
+        for layer in m.layers:
+            layer._update_grid_traced(h, grid_eps=grid_eps, margin=0.0, ridge=1e-6)
+            h = layer(h)
+        _, new_params, new_rest = nnx.split(m, nnx.Param, ...)
+        return ravel(new_params), new_rest
+
     def run_epoch(p, s, r, epoch, key):
+        if grid_update_every:
+            due = (epoch % grid_update_every == 0) & (epoch < grid_update_until)
+            p, r = jax.lax.cond(due, regrid, lambda p, r: (p, r), p, r)
+
         def step(carry, batch):
             p, s = carry
             idx, wb = batch
@@ -550,13 +598,13 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
         # The parameter pytree comes back too, so that no separate unravel program has to
         # be compiled to hand the result to the model.
-        return p_out, s_out, stats, unravel(p_out)
+        return p_out, s_out, stats, unravel(p_out), r
 
     base_key = jax.random.key(seed)
     if ensemble:
         # Member i shuffles exactly as train(..., seed=seed + i) would.
         keys = jax.vmap(jax.random.key)(seed + jnp.arange(members))
-        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0))
+        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0), out_axes=(0, 0, 0, 0, 0))
     else:
         keys, program = base_key, run_epoch
 
@@ -585,7 +633,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         if bar:
             bar.start()
         for epoch in range(epochs):
-            theta, opt_state, stats, params = epoch_fn(theta, opt_state, rest, jnp.int32(epoch), keys)
+            theta, opt_state, stats, params, rest = epoch_fn(
+                theta, opt_state, rest, jnp.int32(epoch), keys)
             finite, train_loss, val, lr, norms = (np.atleast_1d(v) for v in jax.device_get(stats))
             norms = norms.reshape(n_hist, len(group_names))
             if not finite.all():
@@ -606,7 +655,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     finally:
         if bar:
             bar.stop()
-        nnx.update(model, params)
+        nnx.update(model, params, rest)
     if diverged_at is not None:
         raise TrainingDiverged(diverged_at, model, histories if ensemble else histories[0])
     return model, histories
