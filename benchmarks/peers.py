@@ -1,0 +1,630 @@
+"""Benchmark: kanjax side by side with other KAN implementations, in one run.
+
+Implementations (``--impls``; a peer whose package is missing is skipped with a note):
+
+* ``kanjax-bspline``  kanjax ``KAN(basis="bspline", grid_size=5, order=3)`` (JAX)
+* ``kanjax-taylor``   kanjax ``KAN(basis="taylor", degree=D)`` (JAX; default ``squash="tanh"``)
+* ``jaxkan-spline``   jaxkan 0.3.7 ``KAN(layer_type="spline", k=3, G=5)``, its efficient B-spline
+  layer (JAX / Flax NNX)
+* ``jaxkan-base``     jaxkan 0.3.7 ``KAN(layer_type="base", k=3, G=5)``, its original per-edge
+  B-spline layer (JAX / Flax NNX)
+* ``pykan``           pykan 0.2.8 ``KAN(width, grid=5, k=3).speed()`` (PyTorch)
+* ``seed-taylor``     the seed document's PyTorch Taylor layer, re-implemented below: D + 1
+  Taylor terms x^0..x^D per edge plus silu, times one weight per edge
+
+Protocol, as ``benchmarks/kan_vs_mlp.py``: the named problems ``seed`` [2, 4, 4, 1] batch 1000
+(Taylor degree 9 = 10 terms), ``medium`` [8, 64, 64, 1] batch 1024 (degree 6) and ``wide``
+[64, 256, 256, 10] batch 4096 (degree 6); B-splines G=5, k=3 on [-1, 1]; inputs uniform in
+[-1, 1]^n, the same smooth target; one training step = forward + MSE + backward + Adam(1e-3)
+update in float32. Every implementation x problem runs in its own fresh subprocess (in a
+temporary working directory, so nothing a library writes lands in the repository) and reports:
+
+* compile time (JAX: AOT compile of a one-step program; eager torch has none);
+* first step: the time of the first training step, compilation excluded (JAX: the first call of
+  the compiled one-step program; torch: the first eager step, lazy initialisation included);
+* steady state: median and IQR over ``--repeats`` timed blocks of ``--block`` steps after
+  warm-up, and samples/s;
+* memory: growth of the process's peak RSS (``VmHWM``) over its RSS just before the model is
+  built, the same measure for every library: ``RSS peak`` over the whole run (incl. compile and
+  first step) and ``RSS steady`` over the timed steps only (peak reset after warm-up); for JAX
+  also ``compiled.memory_analysis()`` of the one-step program (arguments + outputs +
+  temporaries - donated).
+
+JAX steps run as kanjax's trainer runs them: ``--block`` steps in one ``lax.scan``, parameters
+and optimizer state donated (the timed program is compiled after the first step); torch steps
+run eagerly in a Python loop, ``zero_grad`` / forward / ``backward`` / ``Adam.step``.
+
+Ratios are peer / kanjax of the same family measured in this run: B-spline peers against
+``kanjax-bspline``, Taylor peers against ``kanjax-taylor`` (step time, and RSS steady).
+
+Threads: by default every library uses its own default on all CPUs. On a machine where another
+process keeps a core busy, torch's OpenMP threads spin-wait at every parallel region and a 10 ms
+step can take a second; ``--torch-threads 1`` (or ``--cpus N``, which pins every subprocess to
+the first N CPUs) avoids that. The device column says how many threads torch used.
+
+Limits: a measurement phase that runs past ``--max-seconds`` (a build, a compile, the first
+step) is killed and reported as ``timeout``; the timed blocks are shrunk (fewer steps per block,
+then fewer blocks, at least 3) to fit in ``--max-seconds``; each subprocess may allocate at most
+``--max-memory-gb`` (RLIMIT_DATA), beyond which the library's allocation fails and it is
+reported as ``out of memory``.
+
+    .venv-peers/bin/python benchmarks/peers.py                    # seed, medium, wide
+    .venv-peers/bin/python benchmarks/peers.py --problems medium --impls kanjax-bspline pykan
+    .venv-peers/bin/python benchmarks/peers.py --quick            # smoke run: seed only, tiny
+
+Install the peers with ``pip install -e ".[peers]"`` (into a separate environment; see
+``pyproject.toml``). Prints a markdown table; writes JSON to ``--out`` (default
+``benchmarks/results``) as ``peers_<tag>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+# Same problems as benchmarks/kan_vs_mlp.py: widths, batch size, Taylor degree (highest power).
+PROBLEMS = {
+    "seed": dict(widths=[2, 4, 4, 1], batch=1000, degree=9),
+    "medium": dict(widths=[8, 64, 64, 1], batch=1024, degree=6),
+    "wide": dict(widths=[64, 256, 256, 10], batch=4096, degree=6),
+}
+GRID_SIZE, ORDER = 5, 3
+LEARNING_RATE = 1e-3
+
+# name: (framework, family, python packages it needs, distribution to report)
+IMPLS = {
+    "kanjax-bspline": ("jax", "bspline", ["kanjax"], "kanjax"),
+    "kanjax-taylor": ("jax", "taylor", ["kanjax"], "kanjax"),
+    "jaxkan-spline": ("jax", "bspline", ["jaxkan"], "jaxkan"),
+    "jaxkan-base": ("jax", "bspline", ["jaxkan"], "jaxkan"),
+    "pykan": ("torch", "bspline", ["torch", "kan"], "pykan"),
+    "seed-taylor": ("torch", "taylor", ["torch"], "torch"),
+}
+REFERENCE = {"bspline": "kanjax-bspline", "taylor": "kanjax-taylor"}
+PACKAGES = ["numpy", "jax", "jaxlib", "flax", "optax", "kanjax", "jaxkan", "torch", "pykan"]
+PROTOCOL = "@@peers "  # prefix of the lines a child sends its parent
+
+
+# --------------------------------------------------------------------------------------------
+# data (numpy, identical for every implementation)
+
+
+def target(x, n_out: int):
+    """The target of kan_vs_mlp.py: sin(pi x_j) x_(j+1) + mean(x^2), for n_out outputs."""
+    import numpy as np
+
+    n_in = x.shape[-1]
+    b = np.mean(x**2, axis=-1)
+    outs = [np.sin(np.pi * x[..., j % n_in]) * x[..., (j + 1) % n_in] + b for j in range(n_out)]
+    return np.stack(outs, axis=-1).astype(np.float32)
+
+
+def make_data(problem: dict, block: int, seed: int = 1):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(-1, 1, (block, problem["batch"], problem["widths"][0])).astype(np.float32)
+    return xs, target(xs, problem["widths"][-1])
+
+
+# --------------------------------------------------------------------------------------------
+# process memory (Linux /proc; no psutil)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:  # not Linux: ru_maxrss (never reset; kB on Linux, bytes on macOS)
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    return kb / 1024
+
+
+def rss_mb() -> float | None:
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024
+
+
+# --------------------------------------------------------------------------------------------
+# the child: one implementation on one problem
+
+
+PARTIAL: dict = {}  # what a child has measured so far, reported if a later phase fails
+CURRENT_PHASE = ["import"]
+
+
+def emit(**msg):
+    print(PROTOCOL + json.dumps(msg), flush=True)
+
+
+class Phase:
+    """Tells the parent a phase started (and its deadline), and times it."""
+
+    def __init__(self, name: str, deadline_s: float):
+        self.name, self.deadline_s = name, deadline_s
+
+    def __enter__(self):
+        CURRENT_PHASE[0] = self.name
+        emit(event="phase", name=self.name, deadline_s=self.deadline_s)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        emit(event="done", name=self.name, seconds=self.seconds, partial=PARTIAL)
+        return False
+
+
+def plan_timing(step_s: float, block: int, repeats: int, budget_s: float, can_shrink_block: bool):
+    """Shrink (block, repeats) so that the timed blocks take about budget_s at most."""
+    if can_shrink_block and repeats * block * step_s > budget_s:
+        block = max(1, int(budget_s / (repeats * step_s)))
+    if repeats * block * step_s > budget_s:
+        repeats = max(3, int(budget_s / (block * step_s)))
+    return block, repeats
+
+
+def summarize(times: list[float], batch: int) -> dict:
+    import numpy as np
+
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return dict(step_ms=med * 1e3, step_iqr_ms=(q3 - q1) * 1e3, samples_per_s=batch / med)
+
+
+def run_jax(impl: str, problem: dict, args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    widths, degree = problem["widths"], problem["degree"]
+    xs_np, ys_np = make_data(problem, args.block)
+    xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
+    out = PARTIAL
+    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
+
+    if impl.startswith("kanjax"):
+        import kanjax
+    else:
+        from jaxkan.models.KAN import KAN as JaxKAN
+
+    reset_peak_rss()  # imports and data are not counted; everything from the model on is
+    base_rss = rss_mb()
+    with Phase("build", args.max_seconds):
+        if impl == "kanjax-bspline":
+            model = kanjax.KAN(widths, basis="bspline", grid_size=GRID_SIZE, order=ORDER,
+                               rngs=nnx.Rngs(0))
+            out["config"] = f"G={GRID_SIZE} k={ORDER}"
+        elif impl == "kanjax-taylor":
+            model = kanjax.KAN(widths, basis="taylor", degree=degree, rngs=nnx.Rngs(0))
+            out["config"] = f"degree {degree} ({degree + 1} terms), tanh squash"
+        else:
+            layer_type = impl.split("-", 1)[1]  # "spline" or "base"
+            model = JaxKAN(widths, layer_type=layer_type,
+                           required_parameters={"k": ORDER, "G": GRID_SIZE}, seed=0)
+            out["config"] = f"layer_type={layer_type!r} G={GRID_SIZE} k={ORDER}"
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        jax.block_until_ready(params)
+    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+
+    tx = optax.adam(LEARNING_RATE)
+    opt_state = tx.init(params)
+
+    def loss_fn(p, xb, yb):
+        return jnp.mean((nnx.merge(graphdef, p, rest)(xb) - yb) ** 2)
+
+    def run_block(p, s, xs, ys):
+        def step(carry, batch_):
+            p, s = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, *batch_)
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), loss
+
+        (p, s), losses = jax.lax.scan(step, (p, s), (xs, ys))
+        return p, s, losses
+
+    def compile_for(n_steps):
+        jitted = jax.jit(run_block, donate_argnums=(0, 1))
+        return jitted.lower(params, opt_state, xs[:n_steps], ys[:n_steps]).compile()
+
+    # A one-step program first: its compile time and its first call are this row's
+    # "compile" and "first step", and a step slower than max_seconds stops here.
+    with Phase("compile", args.max_seconds) as ph:
+        one_step = compile_for(1)
+    out["compile_s"] = ph.seconds
+    mem = one_step.memory_analysis()
+    if mem is not None:  # of one step: arguments + outputs + temporaries - donated
+        out["xla_mb"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20
+    with Phase("first step", args.max_seconds) as ph:
+        params, opt_state, losses = one_step(params, opt_state, xs[:1], ys[:1])
+        losses.block_until_ready()
+    step_s = ph.seconds
+    out["first_step_s"] = step_s
+    out["loss_first"] = float(losses[0])
+    if step_s > args.max_seconds:
+        out["rss_peak_mb"] = peak_rss_mb() - base_rss
+        return dict(out, status="timeout", note=f"first step {step_s:.1f} s > {args.max_seconds:g} s")
+
+    # Then the timed program: `block` steps in one lax.scan, shrunk to fit the budget.
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    with Phase("compile block", args.max_seconds) as ph:
+        compiled = one_step if block == 1 else compile_for(block)
+    out["compile_block_s"] = ph.seconds
+    with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)) as ph:
+        params, opt_state, losses = compiled(params, opt_state, xs[:block], ys[:block])
+        losses.block_until_ready()
+    step_s = ph.seconds / block
+    block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, False)
+    out["rss_peak_mb"] = peak_rss_mb() - base_rss
+
+    reset_peak_rss()
+    times = []
+    with Phase("timed", 3 * repeats * block * step_s + 60):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            params, opt_state, losses = compiled(params, opt_state, xs[:block], ys[:block])
+            losses.block_until_ready()
+            times.append((time.perf_counter() - t) / block)
+    out["rss_steady_mb"] = peak_rss_mb() - base_rss
+    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
+    out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
+               loss_last=float(losses[-1]), finite=bool(np.isfinite(np.asarray(losses)).all()))
+    return dict(out, status="ok")
+
+
+def seed_taylor_model(widths, terms: int):
+    """The seed document's Taylor KAN, in PyTorch, written from its description.
+
+    Each layer keeps ``w_fn`` (n_out, n_in), ``coef`` (n_out, terms, n_in) and, as in the seed,
+    a ``w_base`` (n_out, n_in) that the forward pass never uses; all initialised N(0, 1e-3^2).
+    ``y_q = sum_p w_fn[q, p] * (silu(x_p) + sum_j coef[q, j, p] * x_p^j)``, j = 0..terms-1.
+    """
+    import torch
+
+    class SeedTaylorLayer(torch.nn.Module):
+        def __init__(self, n_in: int, n_out: int):
+            super().__init__()
+            self.terms = terms
+            self.w_fn = torch.nn.Parameter(1e-3 * torch.randn(n_out, n_in))
+            self.w_base = torch.nn.Parameter(1e-3 * torch.randn(n_out, n_in))  # unused, as in the seed
+            self.coef = torch.nn.Parameter(1e-3 * torch.randn(n_out, terms, n_in))
+
+        def forward(self, x):  # x: (batch, n_in)
+            powers = torch.stack([x**j for j in range(self.terms)], dim=-1)  # (batch, n_in, terms)
+            poly = torch.einsum("bpj,qjp->qbp", powers, self.coef)  # per edge: (n_out, batch, n_in)
+            edges = torch.nn.functional.silu(x).unsqueeze(0) + poly
+            return torch.einsum("qp,qbp->bq", self.w_fn, edges)
+
+    return torch.nn.Sequential(*[SeedTaylorLayer(a, b) for a, b in zip(widths[:-1], widths[1:])])
+
+
+def run_torch(impl: str, problem: dict, args) -> dict:
+    import numpy as np
+    import torch
+
+    if args.torch_threads or args.cpus:
+        torch.set_num_threads(args.torch_threads or args.cpus)
+    widths, degree = problem["widths"], problem["degree"]
+    xs_np, ys_np = make_data(problem, args.block)
+    xs, ys = torch.from_numpy(xs_np), torch.from_numpy(ys_np)
+    out = PARTIAL
+    out["device"] = f"cpu (torch, {torch.get_num_threads()} threads)"
+    torch.manual_seed(0)
+    if impl == "pykan":
+        import kan
+
+    reset_peak_rss()  # imports and data are not counted; everything from the model on is
+    base_rss = rss_mb()
+    with Phase("build", args.max_seconds):
+        if impl == "pykan":
+            # auto_save=False: no checkpoint folder; speed(): no symbolic branch, no saved
+            # activations (pykan's recommended mode for training speed).
+            model = kan.KAN(width=list(widths), grid=GRID_SIZE, k=ORDER, seed=0, auto_save=False,
+                            device="cpu").speed()
+            out["config"] = f"grid={GRID_SIZE} k={ORDER}, speed()"
+        else:
+            model = seed_taylor_model(widths, degree + 1)
+            out["config"] = f"{degree + 1} terms (x^0..x^{degree}), raw powers"
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=LEARNING_RATE)
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((model(xb) - yb) ** 2)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    with Phase("first step", args.max_seconds) as ph:
+        loss = step(xs[0], ys[0])
+    step_s = ph.seconds
+    out["compile_s"] = None
+    out["first_step_s"] = step_s
+    out["loss_first"] = float(loss)
+    # Parameters the step trains (pykan's unused symbolic-branch parameters and the seed's
+    # unused w_base get no gradient); all requires_grad parameters in params_all.
+    out["params"] = int(sum(p.numel() for p in trainable if p.grad is not None))
+    out["params_all"] = int(sum(p.numel() for p in trainable))
+    if step_s > args.max_seconds:
+        out["rss_peak_mb"] = peak_rss_mb() - base_rss
+        return dict(out, status="timeout", note=f"first step {step_s:.1f} s > {args.max_seconds:g} s")
+
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    if step_s < args.max_seconds / 4:  # else the (slow) first step is warm-up enough
+        with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)) as ph:
+            for i in range(block):
+                loss = step(xs[i], ys[i])
+        step_s = ph.seconds / block
+        block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, True)
+    out["rss_peak_mb"] = peak_rss_mb() - base_rss
+
+    reset_peak_rss()
+    times, losses = [], []
+    with Phase("timed", 3 * repeats * block * step_s + 60):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(block):
+                losses.append(step(xs[i], ys[i]))
+            times.append((time.perf_counter() - t) / block)
+    out["rss_steady_mb"] = peak_rss_mb() - base_rss
+    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
+    losses = torch.stack(losses).numpy()
+    out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
+               loss_last=float(losses[-1]), finite=bool(np.isfinite(losses).all()))
+    return dict(out, status="ok")
+
+
+def child_main(args) -> int:
+    import resource
+
+    if args.max_memory_gb:
+        limit = int(args.max_memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    impl, problem = args.child
+    framework = IMPLS[impl][0]
+    try:
+        if framework == "jax":
+            result = run_jax(impl, PROBLEMS[problem], args)
+        else:
+            result = run_torch(impl, PROBLEMS[problem], args)
+    except Exception as e:  # noqa: BLE001 - reported, not hidden
+        text = f"{type(e).__name__}: {e}"
+        oom = re.search(r"RESOURCE_EXHAUSTED|[Oo]ut of memory|can't allocate memory|MemoryError", text)
+        emit(event="error", status="out of memory" if oom else "error",
+             note=f"during {CURRENT_PHASE[0]}: {text[:400]}", partial=PARTIAL)
+        return 0
+    emit(event="result", result=result)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the parent: one subprocess per implementation x problem
+
+
+def run_child(impl: str, problem: str, args, workdir: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, problem,
+           "--block", str(args.block), "--repeats", str(args.repeats),
+           "--max-seconds", str(args.max_seconds), "--max-memory-gb", str(args.max_memory_gb)]
+    if args.cpus:
+        cmd += ["--cpus", str(args.cpus)]
+    if args.torch_threads:
+        cmd += ["--torch-threads", str(args.torch_threads)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    preexec = None
+    if args.cpus and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[: args.cpus]
+        preexec = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)),
+                     daemon=True).start()
+    log: list[str] = []
+    phase, deadline = "import", time.monotonic() + max(300.0, args.max_seconds)
+    result, partial = None, {}
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            proc.wait()
+            limit = "import" if phase == "import" else f"{phase} > {deadline_s:g} s"
+            result = dict(partial, status="timeout", note=f"killed: {limit}")
+            break
+        if line is None:
+            break
+        if not line.startswith(PROTOCOL):
+            log.append(line.rstrip())
+            continue
+        msg = json.loads(line[len(PROTOCOL):])
+        if msg["event"] == "phase":
+            phase, deadline_s = msg["name"], msg["deadline_s"]
+            deadline = time.monotonic() + deadline_s
+        elif msg["event"] == "done":
+            partial = msg.get("partial") or partial
+            phase, deadline = "after " + msg["name"], time.monotonic() + max(300.0, args.max_seconds)
+            deadline_s = max(300.0, args.max_seconds)
+        elif msg["event"] == "result":
+            result = msg["result"]
+        elif msg["event"] == "error":
+            result = dict(msg.get("partial") or {}, status=msg["status"], note=msg["note"])
+    rc = proc.wait()
+    if result is None:
+        tail = " | ".join(l for l in log[-3:] if l.strip())
+        why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+        result = dict(partial, status="crashed", note=f"{why} during {phase}; {tail[-300:]}")
+    result["wall_s"] = time.perf_counter() - start
+    if log:
+        result["log_tail"] = log[-20:]
+    return result
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def missing_packages(impl: str) -> list[str]:
+    return [m for m in IMPLS[impl][2] if importlib.util.find_spec(m) is None]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        return m.group(1).strip() if m else platform.processor() or platform.machine()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="limit for one phase (build, compile, the first step) and budget for "
+                             "the timed blocks of one measurement")
+    parser.add_argument("--max-memory-gb", type=float, default=8.0,
+                        help="RLIMIT_DATA of each measurement's subprocess (0: no limit)")
+    parser.add_argument("--cpus", type=int, default=0,
+                        help="pin each subprocess to this many CPUs (and torch threads); 0: all")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch.set_num_threads for the torch peers; 0: torch's default")
+    parser.add_argument("--quick", action="store_true", help="seed problem, tiny budgets (smoke run)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--child", nargs=2, metavar=("IMPL", "PROBLEM"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_main(args)
+    if args.quick:
+        args.problems, args.block, args.repeats = ["seed"], 2, 3
+        args.max_seconds = min(args.max_seconds, 30.0)
+
+    vers = versions()
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    header = (f"host: {cpu_model()}, {ncpu} CPUs{f' (pinned to {args.cpus})' if args.cpus else ''}, "
+              f"{platform.system()} {platform.machine()} | "
+              + ", ".join(f"{k} {v}" for k, v in vers.items() if v is not None))
+    print("# kanjax vs peers: one training step\n")
+    print(header)
+    not_installed = sorted({n for n, v in vers.items() if v is None})
+    if not_installed:
+        print(f"not installed: {', '.join(not_installed)}")
+    print(f"settings: float32, MSE + Adam(lr={LEARNING_RATE:g}); B-spline G={GRID_SIZE}, k={ORDER} on [-1, 1]; "
+          f"block {args.block} steps x {args.repeats} timed blocks after warm-up (shrunk to fit "
+          f"--max-seconds {args.max_seconds:g}; a shrunk row says (blocks x steps)); one subprocess per row, RLIMIT_DATA "
+          f"{args.max_memory_gb:g} GiB; ratios are peer / kanjax of the same family (bspline, taylor); "
+          f"mem ratio uses RSS steady\n", flush=True)
+
+    results = []
+    skipped = []
+    impls = []
+    for impl in args.impls:
+        missing = missing_packages(impl)
+        if missing:
+            note = f"skipped {impl}: {', '.join(missing)} not installed (pip install -e \".[peers]\")"
+            print(note)
+            skipped.append(dict(impl=impl, missing=missing))
+        else:
+            impls.append(impl)
+    if skipped:
+        print()
+    rows_header = ("| problem | impl | device | config | params | compile s | first step s | "
+                   "step ms (median ± IQR) | samples/s | step / kanjax | RSS peak MB | RSS steady MB "
+                   "| mem / kanjax | XLA MB | status |")
+    print(rows_header)
+    print("|" + "---|" * rows_header.count(" | ") + "---|")
+    with tempfile.TemporaryDirectory(prefix="kanjax-peers-") as workdir:
+        for name in args.problems:
+            problem = PROBLEMS[name]
+            rows = {}
+            for impl in impls:
+                r = dict(problem=name, impl=impl, library=IMPLS[impl][3], framework=IMPLS[impl][0],
+                         family=IMPLS[impl][1], widths=problem["widths"], batch=problem["batch"])
+                r.update(run_child(impl, name, args, workdir))
+                rows[impl] = r
+            for impl, r in rows.items():
+                ref = rows.get(REFERENCE[r["family"]])
+                ok = r.get("status") == "ok"
+                ref_ok = ref is not None and ref.get("status") == "ok"
+                r["step_vs_kanjax"] = r["step_ms"] / ref["step_ms"] if ok and ref_ok else None
+                r["mem_vs_kanjax"] = (r["rss_steady_mb"] / ref["rss_steady_mb"]
+                                      if ok and ref_ok and ref["rss_steady_mb"] > 0 else None)
+                status = r["status"] + (f": {r['note']}" if r.get("note") else "")
+                step = (f"{r['step_ms']:.3f} ± {r['step_iqr_ms']:.3f}" if ok else "-")
+                if ok and r["block"] * r["repeats"] != args.block * args.repeats:
+                    step += f" ({r['repeats']}x{r['block']})"
+                print(f"| {name} | {impl} | {r.get('device', '-')} | {r.get('config', '-')} "
+                      f"| {fmt(r.get('params'), 'd')} | {fmt(r.get('compile_s'), '.2f')} "
+                      f"| {fmt(r.get('first_step_s'), '.3f')} | {step} | {fmt(r.get('samples_per_s'), '.3g')} "
+                      f"| {fmt(r['step_vs_kanjax'], '.2f', '-')}{'x' if r['step_vs_kanjax'] else ''} "
+                      f"| {fmt(r.get('rss_peak_mb'), '.1f')} | {fmt(r.get('rss_steady_mb'), '.1f')} "
+                      f"| {fmt(r['mem_vs_kanjax'], '.2f')}{'x' if r['mem_vs_kanjax'] else ''} "
+                      f"| {fmt(r.get('xla_mb'), '.1f')} | {status} |", flush=True)
+                results.append(r)
+        leftovers = os.listdir(workdir)
+    if leftovers:
+        print(f"\nfiles the libraries wrote into the working directory (discarded): {sorted(leftovers)}")
+
+    os.makedirs(args.out, exist_ok=True)
+    tag = "quick" if args.quick else "_".join(args.problems)
+    path = os.path.join(args.out, f"peers_{tag}.json")
+    settings = dict(block=args.block, repeats=args.repeats, max_seconds=args.max_seconds,
+                    max_memory_gb=args.max_memory_gb, cpus=args.cpus or None, learning_rate=LEARNING_RATE,
+                    grid_size=GRID_SIZE, order=ORDER, problems={p: PROBLEMS[p] for p in args.problems})
+    with open(path, "w") as f:
+        json.dump(dict(header=header, versions=vers, settings=settings, skipped=skipped,
+                       workdir_leftovers=sorted(leftovers), results=results), f, indent=1)
+    print(f"\nwrote {path}")
+    bad = [r for r in results if r.get("status") == "ok" and not r.get("finite", True)]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
