@@ -68,10 +68,11 @@ def _power_basis_kmajor(u: jax.Array, degree: int) -> jax.Array:
     # into a single kernel (a chain of per-term products plus a stack is one kernel each).
     k = degree + 1
     exponents = np.arange(k).reshape((1,) * (u.ndim - 1) + (k, 1))
-    out = jnp.ones(u.shape[:-1] + (k, u.shape[-1]), u.dtype)
     square = u[..., None, :]
+    out = None
     for bit in range(max(degree, 1).bit_length()):
-        out = out * jnp.where((exponents >> bit) & 1 == 1, square, jnp.ones((), u.dtype))
+        factor = jnp.where((exponents >> bit) & 1 == 1, square, jnp.ones((), u.dtype))
+        out = factor if out is None else out * factor
         square = square * square
     return out
 
@@ -216,12 +217,16 @@ def uniform_bspline_basis(
         raise ValueError(f"order must be >= 0, got {order}")
     if num_basis < 1:
         raise ValueError(f"num_basis must be >= 1, got {num_basis}")
+    return jnp.swapaxes(_uniform_bspline_kmajor(x, start, step, num_basis, order), -1, -2)
+
+
+def _uniform_bspline_kmajor(x, start, step, num_basis: int, order: int) -> jax.Array:
+    """:func:`uniform_bspline_basis` in the internal ``(..., num_basis, n_in)`` layout."""
     x = jnp.asarray(x)
     shape = (1,) * (x.ndim - 1) + (-1,)
     start = jnp.broadcast_to(jnp.asarray(start, x.dtype), x.shape[-1:]).reshape(shape)
     step = jnp.broadcast_to(jnp.asarray(step, x.dtype), x.shape[-1:]).reshape(shape)
-    s = (x - start) / step
-    return jnp.swapaxes(_cardinal_basis_kmajor(s, num_basis, order), -1, -2)
+    return _cardinal_basis_kmajor((x - start) / step, num_basis, order)
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["kan_layer", "edge_activations"]
+__all__ = ["kan_layer", "kan_layer_kmajor", "edge_activations"]
 
 
 def kan_layer(
@@ -45,13 +45,28 @@ def kan_layer(
     ``silu(x)`` is treated as one more basis function with coefficient ``w_base``, so the
     whole layer is a single ``(..., n_in * (K + 1)) @ (n_in * (K + 1), n_out)`` matmul.
     """
-    n_in, n_out, k = coef.shape
-    lead = basis_values.shape[:-2]
-    # Features are laid out basis-major, (..., K + 1, n_in): the basis functions come out of
-    # kanjax.basis in that layout internally, so XLA cancels the two swaps below.
-    features = jnp.concatenate(
-        [jax.nn.silu(x)[..., None, :], jnp.swapaxes(basis_values, -1, -2)], axis=-2
+    return kan_layer_kmajor(
+        x, jnp.swapaxes(basis_values, -1, -2), w_base, w_spline, coef, bias
     )
+
+
+def kan_layer_kmajor(
+    x: jax.Array,
+    basis_kmajor: jax.Array,
+    w_base: jax.Array,
+    w_spline: jax.Array,
+    coef: jax.Array,
+    bias: jax.Array | None = None,
+) -> jax.Array:
+    """:func:`kan_layer` with the basis laid out basis-major, ``(..., K, n_in)``.
+
+    This is the layout the layer computes in (and the one ``KANLayer`` produces): the
+    backward pass contracts over the ``K`` basis functions, which XLA:CPU does ~3x faster
+    over a middle axis than over a small minor one.
+    """
+    n_in, n_out, k = coef.shape
+    lead = basis_kmajor.shape[:-2]
+    features = jnp.concatenate([jax.nn.silu(x)[..., None, :], basis_kmajor], axis=-2)
     weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
     y = features.reshape(*lead, (k + 1) * n_in) @ weights.reshape((k + 1) * n_in, n_out)
     if bias is not None:

@@ -190,13 +190,18 @@ class KANLayer(nnx.Module):
 
     def basis_values(self, x: jax.Array) -> jax.Array:
         """The basis at ``x``: ``(..., n_in) -> (..., n_in, K)``."""
+        return jnp.swapaxes(self._basis_kmajor(x), -1, -2)
+
+    def _basis_kmajor(self, x: jax.Array) -> jax.Array:
+        """The basis in the layer's compute layout: ``(..., n_in) -> (..., K, n_in)``."""
         if self.basis == "taylor":
-            return basis_lib.power_basis(basis_lib.squash(x, self.squash), self.degree)
+            return basis_lib._power_basis_kmajor(basis_lib.squash(x, self.squash), self.degree)
         knots = self.grid[...].astype(x.dtype)
         if self.uniform:  # closed form with an analytic derivative (exact on uniform knots)
             step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
-            return basis_lib.uniform_bspline_basis(x, knots[:, 0], step, self.num_basis, self.order)
-        return basis_lib.bspline_basis(x, knots, self.order)
+            return basis_lib._uniform_bspline_kmajor(
+                x, knots[:, 0], step, self.num_basis, self.order)
+        return jnp.swapaxes(basis_lib.bspline_basis(x, knots, self.order), -1, -2)
 
     # ---------------------------------------------------------------- grids (B-spline)
 
@@ -288,7 +293,7 @@ class KANLayer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(..., n_in) -> (..., n_out)``."""
         x, (w_base, w_spline, coef), bias = self._cast(self._check_input(x))
-        return layer_lib.kan_layer(x, self.basis_values(x), w_base, w_spline, coef, bias)
+        return layer_lib.kan_layer_kmajor(x, self._basis_kmajor(x), w_base, w_spline, coef, bias)
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
         """Per-edge values ``phi_qp(x_p)``: ``(..., n_in) -> (..., n_in, n_out)``."""
