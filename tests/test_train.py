@@ -254,3 +254,13 @@ def test_lbfgs_full_batch_converges_fast(seed_task):
     assert np.isnan(h.learning_rate[0])
     with pytest.raises(TypeError, match="or 'lbfgs'"):
         kanjax.train(model, (x, z), optimizer="bfgs", progress=False)
+
+
+def test_ensemble_shared_order_equals_runs_with_the_same_seed(seed_task):
+    (x, z), _ = seed_task
+    ensemble = kanjax.make_ensemble(_factory, 2, seed=1)
+    initial = kanjax.ensemble_member(ensemble, 1)
+    ensemble, histories = kanjax.train_ensemble(ensemble, (x, z), epochs=3, seed=4,
+                                                shared_order=True, progress=False)
+    _, h = kanjax.train(initial, (x, z), epochs=3, seed=4, progress=False)  # seed, not seed + 1
+    np.testing.assert_allclose(histories[1].train_loss, h.train_loss, rtol=2e-4)
