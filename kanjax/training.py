@@ -205,24 +205,21 @@ def _check_int(name: str, value, minimum: int) -> int:
 # ----------------------------------------------------------------------------- pieces
 
 
+def _layer_name(path) -> str:
+    """``layers.0`` for a leaf under a list of layers, else its parent module's path."""
+    keys = [getattr(e, "key", getattr(e, "name", getattr(e, "idx", None))) for e in path]
+    keys = [k for k in keys if k != "value"]
+    for i, key in enumerate(keys):
+        if isinstance(key, int):
+            return ".".join(str(k) for k in keys[: i + 1])
+    return ".".join(str(k) for k in keys[:-1]) or "params"
+
+
 def _layer_groups(params) -> tuple[list[str], list[int]]:
-    """Name each parameter leaf by its layer: the path up to the first integer key."""
-    names, group_of_leaf = [], []
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = []
-        for entry in path:
-            key = getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", None)))
-            keys.append(key)
-            if isinstance(key, int):
-                break
-        name = ".".join(str(k) for k in keys[:-1] if k != "value") if not isinstance(
-            keys[-1], int
-        ) else ".".join(str(k) for k in keys)
-        name = name or "params"
-        if name not in names:
-            names.append(name)
-        group_of_leaf.append(names.index(name))
-    return names, group_of_leaf
+    """Layer names (first-seen order) and, for every parameter leaf, its layer's index."""
+    leaf_names = [_layer_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    names = list(dict.fromkeys(leaf_names))
+    return names, [names.index(name) for name in leaf_names]
 
 
 def _flattener(tree):

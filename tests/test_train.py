@@ -264,3 +264,17 @@ def test_ensemble_shared_order_equals_runs_with_the_same_seed(seed_task):
                                                 shared_order=True, progress=False)
     _, h = kanjax.train(initial, (x, z), epochs=3, seed=4, progress=False)  # seed, not seed + 1
     np.testing.assert_allclose(histories[1].train_loss, h.train_loss, rtol=2e-4)
+
+
+def test_custom_module_gets_per_submodule_grad_norms():
+    class Custom(nnx.Module):
+        def __init__(self, rngs):
+            self.scale = nnx.Param(jnp.ones((1,)))
+            self.body = nnx.Linear(2, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.body(x) * self.scale[...]
+
+    _, h = kanjax.train(Custom(nnx.Rngs(0)), (X, Y), epochs=2, progress=False)
+    assert set(h.grad_norm) == {"body", "params"}
+    assert all(v[-1] > 0 for v in h.grad_norm.values())
