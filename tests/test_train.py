@@ -273,7 +273,7 @@ def test_custom_module_gets_per_submodule_grad_norms():
             self.body = nnx.Linear(2, 1, rngs=rngs)
 
         def __call__(self, x):
-            return self.body(x) * self.scale[...]
+            return self.body(x) * self.scale[...][None]
 
     _, h = kanjax.train(Custom(nnx.Rngs(0)), (X, Y), epochs=2, progress=False)
     assert set(h.grad_norm) == {"body", "params"}
