@@ -12,7 +12,8 @@ Layout, from the bottom up:
 from kanjax import basis, grids, layer, losses
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
-from kanjax.nn import KAN, MLP, KANLayer, SplineGrid
+from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid
+from kanjax.pruning import edge_importance, node_importance, prune
 from kanjax.training import (
     History,
     TrainingDiverged,
@@ -30,6 +31,10 @@ __all__ = [
     "KANLayer",
     "MLP",
     "SplineGrid",
+    "EdgeMask",
+    "edge_importance",
+    "node_importance",
+    "prune",
     "History",
     "TrainingDiverged",
     "train",

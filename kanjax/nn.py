@@ -21,7 +21,7 @@ from kanjax import basis as basis_lib
 from kanjax import grids as grids_lib
 from kanjax import layer as layer_lib
 
-__all__ = ["SplineGrid", "KANLayer", "KAN", "MLP"]
+__all__ = ["SplineGrid", "EdgeMask", "KANLayer", "KAN", "MLP"]
 
 _BASES = ("taylor", "bspline")
 
@@ -60,6 +60,10 @@ def _init_weights(key, n_in, n_out, num_basis, base_init, spline_init, coef_init
         spline_init / math.sqrt(n_in),
         dtype,
     )
+
+
+class EdgeMask(nnx.Variable):
+    """Per-edge 0/1 mask of a layer, shape ``(n_in, n_out)``: state, not a trainable parameter."""
 
 
 class SplineGrid(nnx.Variable):
@@ -187,6 +191,7 @@ class KANLayer(nnx.Module):
         self.w_spline = nnx.Param(w_spline)
         self.coef = nnx.Param(coef)
         self.bias = nnx.Param(jnp.zeros((n_out,), param_dtype)) if use_bias else None
+        self.mask = EdgeMask(jnp.ones((n_in, n_out), param_dtype))
 
     def basis_values(self, x: jax.Array) -> jax.Array:
         """The basis at ``x``: ``(..., n_in) -> (..., n_in, K)``."""
@@ -277,7 +282,8 @@ class KANLayer(nnx.Module):
 
     def _cast(self, x: jax.Array):
         dtype = self.dtype or self.param_dtype
-        params = [self.w_base[...], self.w_spline[...], self.coef[...]]
+        mask = self.mask[...]  # pruned edges contribute nothing (and get no gradient)
+        params = [self.w_base[...] * mask, self.w_spline[...] * mask, self.coef[...]]
         bias = None if self.bias is None else self.bias[...].astype(dtype)
         return x.astype(dtype), [p.astype(dtype) for p in params], bias
 
