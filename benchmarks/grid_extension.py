@@ -10,7 +10,8 @@ time (compilation included).
 Part 2 (scaling): a [2, 1, 1]-representable target, f(x, y) = exp(sin(pi x) + y^2) is one;
 test RMSE against G on a log-log scale with the fitted slope (theory: -(k + 1) = -4 for k = 3).
 
-    python benchmarks/grid_extension.py            # both parts
+    python benchmarks/grid_extension.py            # both parts, L-BFGS
+    python benchmarks/grid_extension.py --optimizer adam --steps 150
     python benchmarks/grid_extension.py --quick    # CI smoke: few steps
 """
 
@@ -42,7 +43,7 @@ def data(n=1000, seed=0):
     return (x, toy(x)), (xt, toy(xt))
 
 
-def grid_extension(widths, grids, steps, seed=0):
+def grid_extension(widths, grids, steps, seed=0, optimizer="lbfgs"):
     (x, y), (xt, yt) = data(seed=seed)
     rows = []
     start = time.perf_counter()
@@ -53,8 +54,13 @@ def grid_extension(widths, grids, steps, seed=0):
             model.update_grid(x)
         else:
             model.refine(g, x)
-        model, h = kanjax.train(model, (x, y), epochs=steps, batch_size=len(x), optimizer="lbfgs",
-                                progress=False)
+        if optimizer == "lbfgs":
+            model, h = kanjax.train(model, (x, y), epochs=steps, batch_size=len(x),
+                                    optimizer="lbfgs", progress=False)
+        else:  # Adam + cosine on minibatches, grids following the data early in each stage
+            model, h = kanjax.train(model, (x, y), epochs=steps, batch_size=250, learning_rate=1e-2,
+                                    grid_update_every=10, grid_update_until=min(50, steps),
+                                    progress=False)
         rows.append(dict(grid=g, train_rmse=kanjax.evaluate(model, (x, y)) ** 0.5,
                          test_rmse=kanjax.evaluate(model, (xt, yt)) ** 0.5,
                          seconds=time.perf_counter() - t, compile_s=h.config["compile_time"]))
@@ -63,7 +69,9 @@ def grid_extension(widths, grids, steps, seed=0):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="L-BFGS steps per grid")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="per grid: L-BFGS steps (full batch) or Adam epochs (4 steps each)")
+    parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     parser.add_argument("--grids", type=int, nargs="+", default=[3, 10, 20, 50])
     parser.add_argument("--scaling-grids", type=int, nargs="+", default=[3, 5, 10, 20, 50])
     parser.add_argument("--quick", action="store_true")
@@ -79,9 +87,11 @@ def main(argv=None) -> int:
     print(f"device: {jax.devices()[0]}, float32 | jax {jax.__version__}, flax {flax.__version__}, "
           f"optax {optax.__version__}, kanjax {kanjax.__version__}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs")
-    print(f"settings: f(x,y)=exp(sin(pi x)+y^2), 1000 train / 1000 test, k=3, L-BFGS {args.steps} "
-          "steps per grid, full batch\n")
-    rows, total = grid_extension([2, 5, 1], args.grids, args.steps)
+    how = (f"L-BFGS {args.steps} steps per grid, full batch" if args.optimizer == "lbfgs" else
+           f"Adam {args.steps} epochs per grid, batch 250, lr 1e-2 cosine, grid updates every 10 "
+           "epochs for the first 50")
+    print(f"settings: f(x,y)=exp(sin(pi x)+y^2), 1000 train / 1000 test, k=3, {how}\n")
+    rows, total = grid_extension([2, 5, 1], args.grids, args.steps, optimizer=args.optimizer)
     print("| widths | G | train RMSE | test RMSE | stage s (compile s) |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -89,7 +99,7 @@ def main(argv=None) -> int:
               f"| {r['seconds']:.2f} ({r['compile_s']:.2f}) |")
     print(f"\ntotal wall time: {total:.2f} s\n")
 
-    scaling, _ = grid_extension([2, 1, 1], args.scaling_grids, args.steps)
+    scaling, _ = grid_extension([2, 1, 1], args.scaling_grids, args.steps, optimizer=args.optimizer)
     gs = np.array([r["grid"] for r in scaling], float)
     rmse = np.array([r["test_rmse"] for r in scaling])
     slope = float(np.polyfit(np.log(gs), np.log(rmse), 1)[0])
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
     print(f"\nfitted slope of log test RMSE vs log G: {slope:.2f} (theory for k=3: -4)")
 
     os.makedirs(args.out, exist_ok=True)
-    tag = "quick" if args.quick else "full"
+    tag = "quick" if args.quick else f"full_{args.optimizer}"
     with open(os.path.join(args.out, f"grid_extension_{tag}.json"), "w") as f:
         json.dump(dict(extension=rows, total_seconds=total, scaling=scaling, slope=slope), f, indent=1)
     from kanjax.plotting import _figure_class

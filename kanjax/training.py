@@ -545,7 +545,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         per = per_example_loss(pred, yb)
         return jnp.sum(per * wb) / jnp.sum(wb) + penalty
 
-    def regrid(p, r):
+    def regrid(p, r, x):
         """Every layer's grid from the activations of all training inputs; coef refitted."""
         m = nnx.merge(graphdef, unravel(p), r)
         h = x
@@ -555,10 +555,13 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         _, new_params, new_rest = nnx.split(m, nnx.Param, ...)
         return ravel(new_params), new_rest
 
-    def run_epoch(p, s, r, epoch, key):
+    def run_epoch(p, s, r, epoch, key, arrays):
+        # The data are arguments, not constants baked into the program: no copy of the data
+        # set inside the executable and nothing for XLA to constant-fold.
+        x, y, xv, yv = arrays
         if grid_update_every:
             due = (epoch % grid_update_every == 0) & (epoch < grid_update_until)
-            p, r = jax.lax.cond(due, regrid, lambda p, r: (p, r), p, r)
+            p, r = jax.lax.cond(due, regrid, lambda p, r, x: (p, r), p, r, x)
 
         def step(carry, batch):
             p, s = carry
@@ -606,17 +609,19 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         # One shuffle for all members: the minibatches (and the first layer's basis) are
         # computed once per step instead of once per member.
         keys = base_key
-        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, None), out_axes=(0, 0, 0, 0, 0))
+        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, None, None), out_axes=(0, 0, 0, 0, 0))
     elif ensemble:
         # Member i shuffles exactly as train(..., seed=seed + i) would.
         keys = jax.vmap(jax.random.key)(seed + jnp.arange(members))
-        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0), out_axes=(0, 0, 0, 0, 0))
+        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0, None), out_axes=(0, 0, 0, 0, 0))
     else:
         keys, program = base_key, run_epoch
 
+    arrays = (x, y, xv, yv)
     compile_start = time.perf_counter()
     epoch_fn = _compile(
-        jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys
+        jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys,
+        arrays,
     )
     compile_time = time.perf_counter() - compile_start
 
@@ -640,7 +645,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             bar.start()
         for epoch in range(epochs):
             theta, opt_state, stats, params, rest = epoch_fn(
-                theta, opt_state, rest, jnp.int32(epoch), keys)
+                theta, opt_state, rest, jnp.int32(epoch), keys, arrays)
             finite, train_loss, val, lr, norms = (np.atleast_1d(v) for v in jax.device_get(stats))
             norms = norms.reshape(n_hist, len(group_names))
             if not finite.all():
