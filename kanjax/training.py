@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from kanjax import losses as losses_lib
+from kanjax.nn import KAN
 
 __all__ = [
     "History",
@@ -173,12 +174,6 @@ def _prepare_data(model, data, name: str, loss_name: str | None, out_shape):
                 f"{n_classes} outputs, got range [{int(y.min())}, {int(y.max())}]"
             )
     return x, y
-
-
-def _kan_type():
-    from kanjax.nn import KAN
-
-    return KAN
 
 
 def _output_shape(model, data, apply) -> tuple[int, ...] | None:
@@ -479,7 +474,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         "grid_update_until", grid_update_until, 0)
     if grid_update_every:
         layers = getattr(model, "layers", None)
-        if not isinstance(model, _kan_type()) or any(layer.basis != "bspline" for layer in layers):
+        if not isinstance(model, KAN) or any(layer.basis != "bspline" for layer in layers):
             raise TypeError("grid_update_every needs a kanjax.KAN with B-spline layers")
         if any(layer.uniform for layer in layers) and grid_eps != 1.0:
             # Non-uniform knots inside the compiled program: switch the layers to the general
