@@ -214,11 +214,6 @@ class KANLayer(nnx.Module):
         if self.basis != "bspline":
             raise TypeError(f"{what} needs a B-spline layer; this layer's basis is {self.basis!r}")
 
-    def spline_values(self, x: jax.Array) -> jax.Array:
-        """The spline sums ``sum_i coef[p,q,i] B_i(x_p)`` (without ``w_spline``): ``(..., n_in, n_out)``."""
-        x = self._check_input(x).astype(self.param_dtype)
-        return jnp.einsum("...pi,pqi->...pq", self.basis_values(x), self.coef[...])
-
     def update_grid(self, x: jax.Array, *, grid_eps: float = 0.02, margin: float = 0.0,
                     ridge: float = 1e-6) -> None:
         """Move the knots to follow samples ``x`` and refit ``coef`` so every edge keeps its function.
