@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["kan_layer", "kan_layer_kmajor", "edge_activations"]
+__all__ = ["kan_layer", "kan_layer_kmajor", "edge_activations", "symbolic_edges"]
 
 
 def kan_layer(
@@ -89,3 +89,29 @@ def edge_activations(
     spline = jnp.einsum("...pi,pqi->...pq", basis_values, coef * w_spline[..., None])
     base = jnp.einsum("...p,pq->...pq", jax.nn.silu(x), w_base)
     return base + spline
+
+
+def symbolic_edges(
+    x: jax.Array,
+    index: jax.Array,
+    affine: jax.Array,
+    fns: tuple,
+) -> jax.Array:
+    """Closed-form edge values ``c * f_k(a * x_p + b) + d``, shape ``(..., n_in, n_out)``.
+
+    Args:
+      x: inputs, shape ``(..., n_in)``.
+      index: which of ``fns`` each edge uses, integer, shape ``(n_in, n_out)``.
+      affine: ``(a, b, c, d)`` per edge, shape ``(n_in, n_out, 4)``.
+      fns: elementwise functions (a static tuple); edge ``(p, q)`` uses ``fns[index[p, q]]``.
+
+    Each function is evaluated once over all edges and selected per edge, so the cost is
+    ``len(fns)`` elementwise passes over a ``(..., n_in, n_out)`` tensor.
+    """
+    a, b, c, d = (affine[..., i] for i in range(4))
+    lead = (1,) * (x.ndim - 1)
+    u = x[..., :, None] * a.reshape(lead + a.shape) + b.reshape(lead + b.shape)
+    z = jnp.zeros_like(u)
+    for k, fn in enumerate(fns):
+        z = jnp.where((index == k).reshape(lead + index.shape), fn(u), z)
+    return c.reshape(lead + c.shape) * z + d.reshape(lead + d.shape)

@@ -18,10 +18,11 @@ import numpy as np
 from flax import nnx
 
 from kanjax import basis as basis_lib
+from kanjax import functions as functions_lib
 from kanjax import grids as grids_lib
 from kanjax import layer as layer_lib
 
-__all__ = ["SplineGrid", "EdgeMask", "KANLayer", "KAN", "MLP"]
+__all__ = ["SplineGrid", "EdgeMask", "SymbolicMask", "SymbolicIndex", "KANLayer", "KAN", "MLP"]
 
 _BASES = ("taylor", "bspline")
 
@@ -64,6 +65,14 @@ def _init_weights(key, n_in, n_out, num_basis, base_init, spline_init, coef_init
 
 class EdgeMask(nnx.Variable):
     """Per-edge 0/1 mask of a layer, shape ``(n_in, n_out)``: state, not a trainable parameter."""
+
+
+class SymbolicMask(nnx.Variable):
+    """``(n_in, n_out)``: 1 where an edge is a closed-form function instead of its spline/series."""
+
+
+class SymbolicIndex(nnx.Variable):
+    """``(n_in, n_out)`` int32: which of the layer's ``sym_names`` a symbolic edge uses."""
 
 
 class SplineGrid(nnx.Variable):
@@ -192,6 +201,11 @@ class KANLayer(nnx.Module):
         self.coef = nnx.Param(coef)
         self.bias = nnx.Param(jnp.zeros((n_out,), param_dtype)) if use_bias else None
         self.mask = EdgeMask(jnp.ones((n_in, n_out), param_dtype))
+        # symbolic edges (kanjax.symbolic.fix_symbolic); absent until the first one is set
+        self.sym_names: tuple[str, ...] = ()
+        self.sym_mask = nnx.data(None)
+        self.sym_index = nnx.data(None)
+        self.sym_affine = nnx.data(None)
 
     def basis_values(self, x: jax.Array) -> jax.Array:
         """The basis at ``x``: ``(..., n_in) -> (..., n_in, K)``."""
@@ -278,6 +292,8 @@ class KANLayer(nnx.Module):
     def _cast(self, x: jax.Array):
         dtype = self.dtype or self.param_dtype
         mask = self.mask[...]  # pruned edges contribute nothing (and get no gradient)
+        if self.sym_names:  # symbolic edges replace their numeric function
+            mask = mask * (1 - self.sym_mask[...])
         params = [self.w_base[...] * mask, self.w_spline[...] * mask, self.coef[...]]
         bias = None if self.bias is None else self.bias[...].astype(dtype)
         return x.astype(dtype), [p.astype(dtype) for p in params], bias
@@ -294,12 +310,77 @@ class KANLayer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(..., n_in) -> (..., n_out)``."""
         x, (w_base, w_spline, coef), bias = self._cast(self._check_input(x))
-        return layer_lib.kan_layer_kmajor(x, self._basis_kmajor(x), w_base, w_spline, coef, bias)
+        y = layer_lib.kan_layer_kmajor(x, self._basis_kmajor(x), w_base, w_spline, coef, bias)
+        if self.sym_names:
+            y = y + self._symbolic_edges(x).sum(axis=-2)
+        return y
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
         """Per-edge values ``phi_qp(x_p)``: ``(..., n_in) -> (..., n_in, n_out)``."""
         x, (w_base, w_spline, coef), _ = self._cast(self._check_input(x))
-        return layer_lib.edge_activations(x, self.basis_values(x), w_base, w_spline, coef)
+        edges = layer_lib.edge_activations(x, self.basis_values(x), w_base, w_spline, coef)
+        if self.sym_names:
+            edges = edges + self._symbolic_edges(x)
+        return edges
+
+    # ---------------------------------------------------------------- symbolic edges
+
+    def _symbolic_edges(self, x: jax.Array) -> jax.Array:
+        """Closed-form edges' values (zero elsewhere), ``(..., n_in, n_out)``; ``x`` cast."""
+        fns = tuple(functions_lib.get_function(n).fn for n in self.sym_names)
+        weight = (self.mask[...] * self.sym_mask[...]).astype(x.dtype)
+        affine = self.sym_affine[...].astype(x.dtype)
+        edges = layer_lib.symbolic_edges(x, self.sym_index[...], affine, fns)
+        return edges * weight.reshape((1,) * (x.ndim - 1) + weight.shape)
+
+    def set_symbolic(self, i: int, j: int, name: str, affine=(1.0, 0.0, 1.0, 0.0)) -> None:
+        """Make edge ``(i, j)`` (input ``i``, output ``j``) the closed form
+        ``c * f(a * x + b) + d`` with ``f`` the library function ``name`` and
+        ``affine = (a, b, c, d)``. The affine parameters are trainable ``nnx.Param``s."""
+        self._check_edge(i, j)
+        functions_lib.get_function(name)  # a clear error for an unknown name
+        affine = np.asarray(affine, dtype=np.float64).reshape(-1)
+        if affine.shape != (4,) or not np.isfinite(affine).all():
+            raise ValueError(f"affine must be 4 finite numbers (a, b, c, d), got {affine}")
+        n_in, n_out = self.in_features, self.out_features
+        if not self.sym_names:
+            self.sym_mask = SymbolicMask(jnp.zeros((n_in, n_out), self.param_dtype))
+            self.sym_index = SymbolicIndex(jnp.zeros((n_in, n_out), jnp.int32))
+            init = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0, 0.0], self.param_dtype), (n_in, n_out, 4))
+            self.sym_affine = nnx.Param(init)
+        if name not in self.sym_names:
+            self.sym_names = (*self.sym_names, name)
+        k = self.sym_names.index(name)
+        self.sym_mask[...] = self.sym_mask[...].at[i, j].set(1)
+        self.sym_index[...] = self.sym_index[...].at[i, j].set(k)
+        self.sym_affine[...] = self.sym_affine[...].at[i, j].set(jnp.asarray(affine, self.param_dtype))
+
+    def unset_symbolic(self, i: int, j: int) -> None:
+        """Give edge ``(i, j)`` back its numeric (spline or series) function."""
+        self._check_edge(i, j)
+        if self.sym_names:
+            self.sym_mask[...] = self.sym_mask[...].at[i, j].set(0)
+
+    def is_symbolic(self) -> np.ndarray:
+        """``(n_in, n_out)`` booleans: which edges are closed-form functions."""
+        if not self.sym_names:
+            return np.zeros((self.in_features, self.out_features), bool)
+        return np.asarray(self.sym_mask[...]) > 0
+
+    def symbolic_edge(self, i: int, j: int) -> tuple[str, tuple[float, float, float, float]] | None:
+        """``(name, (a, b, c, d))`` of a symbolic edge, ``None`` for a numeric one."""
+        self._check_edge(i, j)
+        if not self.is_symbolic()[i, j]:
+            return None
+        name = self.sym_names[int(self.sym_index[...][i, j])]
+        return name, tuple(float(v) for v in np.asarray(self.sym_affine[...][i, j]))
+
+    def _check_edge(self, i, j) -> None:
+        if not (0 <= int(i) < self.in_features and 0 <= int(j) < self.out_features):
+            raise IndexError(
+                f"edge ({i}, {j}) is outside this layer's {self.in_features} inputs x "
+                f"{self.out_features} outputs"
+            )
 
 
 def _check_samples(x) -> None:

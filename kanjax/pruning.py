@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kanjax.nn import KAN, EdgeMask, SplineGrid
+from kanjax.nn import KAN, EdgeMask, SplineGrid, SymbolicIndex, SymbolicMask
 
 __all__ = ["edge_importance", "node_importance", "prune"]
 
@@ -67,6 +67,10 @@ def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
         layer.mask = EdgeMask(sub(layer.mask[...]) * strong)
         if layer.grid is not None:
             layer.grid = SplineGrid(layer.grid[...][rows])
+        if layer.sym_names:  # symbolic edges keep their formulas
+            layer.sym_mask = SymbolicMask(sub(layer.sym_mask[...]))
+            layer.sym_index = SymbolicIndex(sub(layer.sym_index[...]))
+            layer.sym_affine = nnx.Param(sub(layer.sym_affine[...]))
         layer.in_features, layer.out_features = int(rows.size), int(cols.size)
     pruned.widths = tuple(int(k.size) for k in keep)
     return pruned
