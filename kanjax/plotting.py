@@ -1,18 +1,30 @@
-"""Plots of a training ``History`` (matplotlib, imported only when a plot is drawn).
+"""Plots of a KAN and of a training ``History`` (matplotlib, imported only when a plot is drawn).
 
-Figures are built with ``matplotlib.figure.Figure`` directly, so they render without a
-display and without touching pyplot's global state; in a notebook the returned figure
-shows inline.
+* :func:`plot_network` (also ``kanjax.plot``): the whole network, each edge's learned
+  function drawn in a small inset, faded by importance;
+* :func:`plot_layer`: every edge function of one layer in a grid;
+* :func:`plot_loss`, :func:`plot_grad_norms`: curves of a :class:`~kanjax.History`.
+
+Every function returns the figure and, given ``path``, also saves it there (format from
+the extension: PNG, SVG, PDF, ...). Figures are built with ``matplotlib.figure.Figure``
+directly, so they render without a display and without touching pyplot's global state; in
+a notebook the returned figure shows inline.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kanjax.nn import KAN
 from kanjax.training import History
 
-__all__ = ["plot_loss", "plot_grad_norms", "plot_layer"]
+__all__ = ["plot_network", "plot_layer", "plot_loss", "plot_grad_norms"]
 
 
 def _figure_class():
@@ -87,27 +99,252 @@ def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 20
 
     Returns:
       The figure: a grid with one row per output ``q`` and one column per input ``p``.
+      Masked (pruned) edges get an empty panel marked "masked"; edges marked symbolic by
+      the layer's ``sym_mask`` are drawn in red.
     """
-    import jax.numpy as jnp
     import numpy as np
 
     x = np.asarray(x)
     n_in, n_out = layer.in_features, layer.out_features
-    if x.ndim != 2 or x.shape[1] != n_in:
+    if x.ndim != 2 or x.shape[1] != n_in or x.shape[0] == 0:
         raise ValueError(f"x must have shape (n, {n_in}) for this layer, got {x.shape}")
     names = list(input_names) if input_names is not None else [f"x{p}" for p in range(n_in)]
     grid = np.linspace(x.min(axis=0), x.max(axis=0), num)  # (num, n_in)
     edges = np.asarray(layer.edge_activations(jnp.asarray(grid, jnp.float32)))  # (num, in, out)
     fig = _figure_class()(figsize=(2.2 * n_in + 1, 1.6 * n_out + 1), layout="constrained")
     axes = np.asarray(fig.subplots(n_out, n_in, squeeze=False))
+    drawn, symbolic = _edge_masks(layer)
     for q in range(n_out):
         for p in range(n_in):
             ax = axes[q, p]
-            ax.plot(grid[:, p], edges[:, p, q], lw=1.5)
+            if drawn[p, q]:
+                ax.plot(grid[:, p], edges[:, p, q], lw=1.5,
+                        color=_SYMBOLIC_COLOR if symbolic[p, q] else "tab:blue")
+                name = _symbolic_name(layer, p, q) if symbolic[p, q] else None
+                if name:
+                    ax.text(0.03, 0.95, name, transform=ax.transAxes, ha="left", va="top",
+                            fontsize=7, color=_SYMBOLIC_COLOR)
+            else:
+                ax.text(0.5, 0.5, "masked", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=8, color="0.5")
+                ax.set_xticks([])
+                ax.set_yticks([])
             ax.tick_params(labelsize=7)
             if q == 0:
                 ax.set_title(names[p], fontsize=9)
             if p == 0:
                 ax.set_ylabel(f"out {q}", fontsize=9)
     fig.suptitle(title or "Edge functions phi[q, p]")
+    return _finish(fig, path)
+
+
+def _as_bool_edges(value, layer, name: str):
+    """``value`` (array or NNX variable) as a boolean ``(n_in, n_out)`` array; None: all False."""
+    import numpy as np
+
+    shape = (layer.in_features, layer.out_features)
+    if value is None:
+        return np.zeros(shape, bool)
+    arr = np.asarray(value[...] if isinstance(value, nnx.Variable) else value)
+    if arr.shape != shape:
+        raise ValueError(f"layer.{name} must have shape {shape}, got {arr.shape}")
+    return arr != 0
+
+
+def _edge_masks(layer):
+    """``(drawn, symbolic)``: unmasked edges, and edges marked symbolic (``sym_mask``, if any)."""
+    mask = getattr(layer, "mask", None)
+    drawn = ~_as_bool_edges(None, layer, "mask") if mask is None else _as_bool_edges(
+        mask, layer, "mask")
+    symbolic = _as_bool_edges(getattr(layer, "sym_mask", None), layer, "sym_mask")
+    return drawn, symbolic
+
+
+def _symbolic_name(layer, p: int, q: int) -> str | None:
+    """The name of edge ``(p, q)``'s symbolic function, when the layer records one."""
+    import numpy as np
+
+    names = getattr(layer, "sym_names", None)
+    if names is None:
+        return None
+    try:
+        index = getattr(layer, "sym_index", None)
+        if index is not None:
+            index = index[...] if isinstance(index, nnx.Variable) else index
+            name = names[int(np.asarray(index)[p, q])]
+        else:
+            name = names[p][q]
+    except (TypeError, IndexError, KeyError, ValueError):
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def _check_names(what: str, names, n: int, default: str) -> list[str]:
+    if names is None:
+        return [f"${default}_{{{i}}}$" for i in range(n)]
+    if isinstance(names, str):
+        raise ValueError(f"{what} must be a sequence of {n} labels, got the string {names!r}")
+    names = [str(v) for v in names]
+    if len(names) != n:
+        raise ValueError(f"{what} must have {n} entries (one per node), got {len(names)}")
+    return names
+
+
+_SPLINE_COLOR = "black"
+_SYMBOLIC_COLOR = "tab:red"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _network_arrays(graphdef, state, x, ranks):
+    """Per layer: ``(A, points, phi)``.
+
+    ``A`` is :func:`kanjax.edge_importance`'s score (mean ``|phi_qp|`` over the samples,
+    ``(n_in, n_out)``), ``points`` the layer's inputs sorted per column and taken at
+    ``ranks`` (``(m, n_in)``), ``phi`` the edge activations there (``(m, n_in, n_out)``).
+    Compiled once per model structure: in eager mode the many small operations cost
+    seconds of compilation on first use, the single program about one.
+    """
+    model = nnx.merge(graphdef, state)
+    out, h = [], x
+    for layer in model.layers:
+        edges = layer.edge_activations(h)
+        points = jnp.sort(h, axis=0)[ranks]
+        out.append((jnp.mean(jnp.abs(edges), axis=0), points, layer.edge_activations(points)))
+        h = layer(h)
+    return out
+
+
+def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
+                 beta: float = 3.0, title: str | None = None, ax=None,
+                 path: str | os.PathLike | None = None, max_points: int = 200):
+    """Draw a KAN as a graph: nodes in rows, each edge's learned function in a small inset.
+
+    Layers run bottom to top (inputs at the bottom, outputs at the top). Every unmasked
+    edge ``p -> q`` of layer ``l`` is a line from node ``p`` through an inset axes halfway
+    up to node ``q``; the inset shows ``phi_qp`` over the values that edge receives from
+    ``x`` (its input node's activations, sorted). Line and curve opacity is
+    ``tanh(beta * A / max A)`` with ``A`` the layer's :func:`kanjax.edge_importance`
+    (floored at 0.05 so weak edges stay faintly visible). Masked (pruned) edges are not
+    drawn; edges marked symbolic by a layer's ``sym_mask`` are drawn in red.
+
+    Args:
+      model: a :class:`kanjax.KAN`.
+      x: sample inputs, shape ``(n, n_in)``; they set each curve's range and the
+        importance scores.
+      in_vars, out_vars: labels of the input and output nodes (strings, mathtext such as
+        ``"$x_1$"`` allowed); default ``x_i`` and ``y_i``.
+      scale: size factor of the figure (and of the insets when ``ax`` is given).
+      beta: opacity sharpness, see above.
+      title: title of the plot.
+      ax: draw into these axes (their limits are replaced) instead of a new figure.
+      path: save the figure there (PNG, SVG, PDF, ... by extension).
+      max_points: at most this many sorted sample points per curve (evenly spaced ranks,
+        always including the smallest and largest value).
+
+    Returns:
+      The figure. The insets are ``ax.child_axes`` labelled ``"phi[l](p,q)"``; their
+      single line holds the sample points and ``phi_qp`` there.
+    """
+    import numpy as np
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgba
+
+    if not isinstance(model, KAN):
+        raise TypeError(f"plot_network needs a kanjax.KAN, got {type(model).__name__}")
+    layers = list(model.layers)
+    widths = [layers[0].in_features] + [layer.out_features for layer in layers]
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != widths[0] or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n, {widths[0]}) with n >= 1 for this model, "
+                         f"got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains non-finite values (nan or inf)")
+    in_vars = _check_names("in_vars", in_vars, widths[0], "x")
+    out_vars = _check_names("out_vars", out_vars, widths[-1], "y")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    max_points = int(max_points)
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+
+    # --- numbers: one compiled program (per model structure) for all layers
+    ranks = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], max_points)).round())
+    graphdef, state = nnx.split(model)
+    per_layer = jax.device_get(_network_arrays(
+        graphdef, state, jnp.asarray(x, layers[0].param_dtype), jnp.asarray(ranks, jnp.int32)))
+    scores = [score for score, _, _ in per_layer]
+    curves = [(points, phi) for _, points, phi in per_layer]
+
+    edges, alphas, symbolic = [], [], []
+    for layer, score in zip(layers, scores):
+        drawn, sym = _edge_masks(layer)
+        top = float(score[drawn].max()) if drawn.any() else 0.0
+        alpha = np.tanh(beta * score / top) if top > 0 else np.zeros_like(score)
+        edges.append(np.argwhere(drawn))  # (k, 2), p-major
+        alphas.append(np.clip(alpha, 0.05, 1.0))
+        symbolic.append(sym)
+
+    # --- geometry: x in [0, 1], layer l's nodes at height l, insets at l + 1/2
+    n_layers = len(layers)
+    slots = max(1, max(len(e) for e in edges))
+    if ax is None:
+        width_in = scale * float(np.clip(0.45 * slots, 5.0, 28.0))
+        inset_w_in = min(0.82 * width_in / slots, 1.1 * scale)
+        inset_h_in = float(np.clip(inset_w_in, 0.3 * scale, 0.8 * scale))
+        gap_in = max(inset_h_in / 0.35, 1.4 * scale)  # between two rows of nodes
+        title_in = 0.4 * scale if title else 0.0
+        height_in = gap_in * (n_layers + 0.9) + title_in
+        fig = _figure_class()(figsize=(width_in, height_in))
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - title_in / height_in))
+    else:
+        fig = ax.figure
+    bbox = ax.get_position()
+    ax_w_in = bbox.width * fig.get_figwidth()
+    ax_h_in = bbox.height * fig.get_figheight()
+    y_lo, y_hi = -0.45, n_layers + 0.45
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(y_lo, y_hi)
+    ax.set_axis_off()
+    inset_w = min(0.82 / slots, 1.1 * scale / ax_w_in)  # data units
+    inset_h_in = float(np.clip(inset_w * ax_w_in, 0.3 * scale, 0.8 * scale))
+    inset_h = min(inset_h_in * (y_hi - y_lo) / ax_h_in, 0.6)
+    node_x = [(np.arange(n) + 0.5) / n for n in widths]
+    font = 10 * min(scale, 1.5)
+
+    segments, colors = [], []
+    for l, (layer_edges, alpha, sym) in enumerate(zip(edges, alphas, symbolic)):
+        points, phi = curves[l]
+        centres = (np.arange(len(layer_edges)) + 0.5) / max(len(layer_edges), 1)
+        for (p, q), cx in zip(layer_edges, centres):
+            color = _SYMBOLIC_COLOR if sym[p, q] else _SPLINE_COLOR
+            a = float(alpha[p, q])
+            segments.append([(node_x[l][p], l), (cx, l + 0.5 - inset_h / 2)])
+            segments.append([(cx, l + 0.5 + inset_h / 2), (node_x[l + 1][q], l + 1)])
+            colors += [(color, a), (color, a)]
+            inset = ax.inset_axes((cx - inset_w / 2, l + 0.5 - inset_h / 2, inset_w, inset_h),
+                                  transform=ax.transData, label=f"phi[{l}]({p},{q})")
+            inset.plot(points[:, p], phi[:, p, q], color=color, alpha=a, lw=1.2 * min(scale, 1.5))
+            inset.set_xticks([])
+            inset.set_yticks([])
+            inset.set_facecolor("none")
+            for spine in inset.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_alpha(a)
+                spine.set_linewidth(0.6)
+            name = _symbolic_name(layers[l], p, q) if sym[p, q] else None
+            if name:
+                inset.set_title(name, fontsize=0.7 * font, color=color, alpha=a, pad=1.5)
+    ax.add_collection(LineCollection(segments, colors=[to_rgba(c, a) for c, a in colors],
+                                     linewidths=0.8 * min(scale, 1.5), zorder=1))
+    for l, xs in enumerate(node_x):
+        ax.scatter(xs, np.full(len(xs), float(l)), s=28 * min(scale, 1.5) ** 2, c="black",
+                   zorder=3, linewidths=0)
+    for xv, label in zip(node_x[0], in_vars):
+        ax.text(xv, -0.12, label, ha="center", va="top", fontsize=font)
+    for xv, label in zip(node_x[-1], out_vars):
+        ax.text(xv, n_layers + 0.12, label, ha="center", va="bottom", fontsize=font)
+    if title:
+        ax.set_title(title, fontsize=1.2 * font)
     return _finish(fig, path)
