@@ -337,23 +337,42 @@ class KANLayer(nnx.Module):
         """Make edge ``(i, j)`` (input ``i``, output ``j``) the closed form
         ``c * f(a * x + b) + d`` with ``f`` the library function ``name`` and
         ``affine = (a, b, c, d)``. The affine parameters are trainable ``nnx.Param``s."""
-        self._check_edge(i, j)
-        functions_lib.get_function(name)  # a clear error for an unknown name
-        affine = np.asarray(affine, dtype=np.float64).reshape(-1)
-        if affine.shape != (4,) or not np.isfinite(affine).all():
-            raise ValueError(f"affine must be 4 finite numbers (a, b, c, d), got {affine}")
+        self._set_symbolic_edges([i], [j], [name], [affine])
+
+    def _set_symbolic_edges(self, rows, cols, names, affines) -> None:
+        """:meth:`set_symbolic` for many edges at once (one host round trip per array)."""
+        for i, j in zip(rows, cols):
+            self._check_edge(i, j)
+        for name in names:
+            functions_lib.get_function(name)  # a clear error for an unknown name
+        affines = [np.asarray(a, dtype=np.float64).reshape(-1) for a in affines]
+        for a in affines:
+            if a.shape != (4,) or not np.isfinite(a).all():
+                raise ValueError(f"affine must be 4 finite numbers (a, b, c, d), got {a}")
         n_in, n_out = self.in_features, self.out_features
-        if not self.sym_names:
-            self.sym_mask = SymbolicMask(jnp.zeros((n_in, n_out), self.param_dtype))
-            self.sym_index = SymbolicIndex(jnp.zeros((n_in, n_out), jnp.int32))
-            init = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0, 0.0], self.param_dtype), (n_in, n_out, 4))
-            self.sym_affine = nnx.Param(init)
-        if name not in self.sym_names:
-            self.sym_names = (*self.sym_names, name)
-        k = self.sym_names.index(name)
-        self.sym_mask[...] = self.sym_mask[...].at[i, j].set(1)
-        self.sym_index[...] = self.sym_index[...].at[i, j].set(k)
-        self.sym_affine[...] = self.sym_affine[...].at[i, j].set(jnp.asarray(affine, self.param_dtype))
+        if self.sym_names:
+            mask = np.array(self.sym_mask[...])
+            index = np.array(self.sym_index[...])
+            affine = np.array(self.sym_affine[...])
+        else:
+            mask = np.zeros((n_in, n_out))
+            index = np.zeros((n_in, n_out), np.int32)
+            affine = np.broadcast_to(np.array([1.0, 0.0, 0.0, 0.0]), (n_in, n_out, 4)).copy()
+        sym_names = list(self.sym_names)
+        for i, j, name, a in zip(rows, cols, names, affines):
+            if name not in sym_names:
+                sym_names.append(name)
+            mask[i, j], index[i, j], affine[i, j] = 1, sym_names.index(name), a
+        self.sym_names = tuple(sym_names)
+        dtype = self.param_dtype
+        if isinstance(self.sym_mask, SymbolicMask):
+            self.sym_mask[...] = jnp.asarray(mask, dtype)
+            self.sym_index[...] = jnp.asarray(index, jnp.int32)
+            self.sym_affine[...] = jnp.asarray(affine, dtype)
+        else:
+            self.sym_mask = SymbolicMask(jnp.asarray(mask, dtype))
+            self.sym_index = SymbolicIndex(jnp.asarray(index, jnp.int32))
+            self.sym_affine = nnx.Param(jnp.asarray(affine, dtype))
 
     def unset_symbolic(self, i: int, j: int) -> None:
         """Give edge ``(i, j)`` back its numeric (spline or series) function."""
