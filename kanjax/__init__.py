@@ -6,14 +6,22 @@ Layout, from the bottom up:
 * :mod:`kanjax.layer` - pure KAN layer maths;
 * :mod:`kanjax.nn` - thin Flax NNX modules (``KANLayer``, ``KAN``, ``MLP``);
 * :mod:`kanjax.training` - ``train``: one compiled ``lax.scan`` program per epoch;
-* :mod:`kanjax.plotting` - loss and gradient-norm plots (matplotlib, imported lazily).
+* :mod:`kanjax.checkpoint` - ``save``/``load`` of models, histories and optimizer states
+  (orbax arrays, JSON architecture; atomic), used by ``train(checkpoint_dir=...)``;
+* :mod:`kanjax.functions`, :mod:`kanjax.symbolic` - closed-form edges: fitting
+  (``suggest_symbolic``, ``auto_symbolic``, ``fix_symbolic``) and sympy formulas;
+* :mod:`kanjax.plotting` - network plot (``kanjax.plot``), edge-function, loss and
+  gradient-norm plots (matplotlib, imported lazily).
 """
 
-from kanjax import basis, grids, layer, losses
+from kanjax import basis, functions, grids, interop, layer, losses, symbolic
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
-from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid
+from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid, SymbolicIndex, SymbolicMask
 from kanjax.pruning import edge_importance, node_importance, prune
+from kanjax.plotting import plot_grad_norms, plot_layer, plot_loss, plot_network
+from kanjax.plotting import plot_network as plot
+from kanjax.symbolic import auto_symbolic, fix_symbolic, suggest_symbolic, symbolic_formula
 from kanjax.training import (
     History,
     TrainingDiverged,
@@ -23,6 +31,7 @@ from kanjax.training import (
     train,
     train_ensemble,
 )
+from kanjax.checkpoint import CheckpointError, load, save
 
 __version__ = "0.1.0"
 
@@ -35,15 +44,32 @@ __all__ = [
     "edge_importance",
     "node_importance",
     "prune",
+    "SymbolicMask",
+    "SymbolicIndex",
+    "suggest_symbolic",
+    "fix_symbolic",
+    "auto_symbolic",
+    "symbolic_formula",
+    "functions",
+    "symbolic",
+    "plot",
+    "plot_network",
+    "plot_layer",
+    "plot_loss",
+    "plot_grad_norms",
     "History",
     "TrainingDiverged",
     "train",
     "train_ensemble",
+    "save",
+    "load",
+    "CheckpointError",
     "make_ensemble",
     "ensemble_member",
     "evaluate",
     "basis",
     "grids",
+    "interop",
     "layer",
     "losses",
     "bspline_basis",

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 
 from kanjax import losses as losses_lib
@@ -303,6 +305,10 @@ def train(
     grid_update_every: int = 0,
     grid_update_until: int | None = None,
     grid_eps: float = 0.02,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    mesh: Mesh | str | None = "auto",
 ):
     """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
 
@@ -341,6 +347,28 @@ def train(
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
         (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
         ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
+      checkpoint_dir: directory for a checkpoint of the run (:func:`kanjax.save` format, in
+        ``checkpoint_dir/latest``): the model, the optimizer state, the history, the number
+        of completed epochs, the shuffling key and the options above. Written between
+        compiled epochs only, atomically (an interrupted write keeps the previous one).
+        Only for ``kanjax.KAN`` and ``kanjax.MLP`` models.
+      checkpoint_every: write the checkpoint every this many epochs; it is also written
+        after the last epoch. ``0``: only after the last epoch.
+      resume: continue from the checkpoint in ``checkpoint_dir`` if there is one (else
+        start from scratch). ``model`` must have the checkpointed model's architecture
+        (build it as for the first run) and the other arguments must be those of the
+        checkpointed run; the data order of an epoch depends only on ``(seed, epoch)`` and
+        the schedule on the global step, so the result equals an uninterrupted run's
+        (bitwise on CPU). ``history.wall_time`` continues from the checkpointed one.
+      mesh: data parallelism with JAX's own sharding. ``"auto"`` (default): when more than
+        one device is visible, a 1-D ``jax.sharding.Mesh`` over all of them; ``None``: one
+        device; or your own ``Mesh`` (its first axis splits the batch). Parameters,
+        optimizer state and the data set are replicated (``NamedSharding(mesh, P())``);
+        every minibatch is split along the mesh's first axis, so each device computes the
+        loss and gradient of its slice and XLA inserts the all-reduce of the gradients
+        inside the compiled epoch (no host round trip per step). ``batch_size`` must be a
+        multiple of that axis' size. Multi-host: call ``jax.distributed.initialize()`` in
+        every process and pass the same data; ``jax.devices()`` then spans all hosts.
 
     Returns:
       ``(model, history)``.
@@ -353,7 +381,8 @@ def train(
         optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
         seed=seed, progress=progress, members=None, l1=l1, entropy=entropy,
         grid_update_every=grid_update_every, grid_update_until=grid_update_until,
-        grid_eps=grid_eps,
+        grid_eps=grid_eps, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+        resume=resume, mesh=mesh,
     )
     return model, histories[0]
 
@@ -446,13 +475,17 @@ def _ensemble_size(model) -> int:
 
 def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
          validation_data, seed, progress, members, l1=0.0, entropy=0.0,
-         grid_update_every=0, grid_update_until=None, grid_eps=0.02, shared_order=False):
+         grid_update_every=0, grid_update_until=None, grid_eps=0.02, shared_order=False,
+         checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
+    mesh = _resolve_mesh(mesh, members)
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     epochs = _check_int("epochs", epochs, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
+    checkpoints = _checkpoints_from_args(model, checkpoint_dir, checkpoint_every, resume,
+                                         members)
     lbfgs = isinstance(optimizer, str) and optimizer == "lbfgs"
     if optimizer is None:
         if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
@@ -516,6 +549,17 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     n = x.shape[0]
     batch_size = min(batch_size, n)
     steps = -(-n // batch_size)
+    if mesh is not None:
+        shards = mesh.shape[mesh.axis_names[0]]
+        if batch_size % shards:
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the {shards} devices on mesh "
+                f"axis {mesh.axis_names[0]!r} to split every minibatch evenly"
+                + (f" (the data set has only {n} samples)" if batch_size == n else "")
+            )
+        replicated = NamedSharding(mesh, PartitionSpec())
+        batch_sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        x, y, xv, yv = (_replicate(a, replicated) for a in (x, y, xv, yv))
     total_steps = steps * epochs
     if optimizer is None:
         lr_fn = _make_schedule(learning_rate, schedule, total_steps)
@@ -561,6 +605,9 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         def step(carry, batch):
             p, s = carry
             idx, wb = batch
+            if mesh is not None:  # each device gathers and differentiates its slice
+                idx = jax.lax.with_sharding_constraint(idx, batch_sharding)
+                wb = jax.lax.with_sharding_constraint(wb, batch_sharding)
             xb, yb = x[idx], y[idx]
             value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
             grads = ravel(tree_grads)
@@ -612,7 +659,28 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     else:
         keys, program = base_key, run_epoch
 
+    resumed_from, restored_history = 0, None
+    if checkpoints is not None:
+        # What defines the run's numbers (not the hardware it runs on): a resumed run must
+        # have the same, so that it continues the checkpointed one exactly.
+        checkpoints.configure(epochs=epochs, key=keys, options=dict(
+            epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, n_samples=n,
+            learning_rate=learning_rate if optimizer is None else None,
+            schedule=(schedule if optimizer is None and isinstance(schedule, (str, type(None)))
+                      else "custom"),
+            optimizer="adam" if optimizer is None else "lbfgs" if lbfgs else "custom",
+            loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed, l1=l1,
+            entropy=entropy, grid_update_every=grid_update_every,
+            grid_update_until=grid_update_until, grid_eps=grid_eps, validation=has_val,
+        ))
+        restored = checkpoints.restore(graphdef, params, rest, opt_state) if resume else None
+        if restored is not None:
+            params, rest, opt_state, restored_history, resumed_from = restored
+            theta = jax.jit(ravel)(params)
+
     arrays = (x, y, xv, yv)
+    if mesh is not None:
+        theta, opt_state, rest = jax.device_put((theta, opt_state, rest), replicated)
     compile_start = time.perf_counter()
     epoch_fn = _compile(
         jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys,
@@ -624,21 +692,29 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                   learning_rate=learning_rate if optimizer is None else None,
                   schedule=schedule if optimizer is None and isinstance(schedule, (str, type(None))) else "custom",
                   loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed,
-                  backend=jax.default_backend(), compile_time=compile_time)
+                  backend=jax.default_backend(), compile_time=compile_time,
+                  devices=1 if mesh is None else int(mesh.size))
+    if mesh is not None:
+        config["sharding"] = _program_report(epoch_fn, mesh)
     n_hist = members if ensemble else 1
     histories = [
         History(grad_norm={name: [] for name in group_names},
                 config=dict(config, member=i) if ensemble else dict(config))
         for i in range(n_hist)
     ]
+    start_epoch, time_offset = resumed_from, 0.0
+    if restored_history is not None:
+        restored_history.config = dict(histories[0].config, resumed_from_epoch=start_epoch)
+        histories = [restored_history]
+        time_offset = restored_history.wall_time[-1] if restored_history.wall_time else 0.0
     bar = _progress_bar(epochs) if progress and epochs > 0 else None
-    task = bar.add_task("train", total=epochs, metrics="") if bar else None
+    task = bar.add_task("train", total=epochs, completed=start_epoch, metrics="") if bar else None
     start = time.perf_counter()
     diverged_at = None
     try:
         if bar:
             bar.start()
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             theta, opt_state, stats, params, rest = epoch_fn(
                 theta, opt_state, rest, jnp.int32(epoch), keys, arrays)
             finite, train_loss, val, lr, norms = (np.atleast_1d(v) for v in jax.device_get(stats))
@@ -646,7 +722,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             if not finite.all():
                 diverged_at = epoch + 1
                 break
-            now = time.perf_counter() - start
+            now = time.perf_counter() - start + time_offset
             for i, h in enumerate(histories):
                 h.train_loss.append(float(train_loss[i]))
                 if has_val:
@@ -658,6 +734,9 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             if bar:
                 metrics = f"loss {np.mean(train_loss):.3e}" + (f"  val {np.mean(val):.3e}" if has_val else "")
                 bar.update(task, advance=1, metrics=metrics)
+            if checkpoints is not None and checkpoints.due(epoch + 1):
+                # Between compiled epochs, before the next call donates opt_state's buffers.
+                checkpoints.save(graphdef, params, rest, opt_state, histories[0], epoch + 1)
     finally:
         if bar:
             bar.stop()
@@ -685,3 +764,172 @@ def evaluate(model: nnx.Module, data, *, loss: str | Callable = "mse") -> float:
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _evaluate(graphdef, state, x, y, per_example_loss):
     return jnp.mean(per_example_loss(nnx.merge(graphdef, state)(x), y))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT_NAME = "latest"
+
+
+def _checkpoints_from_args(model, checkpoint_dir, checkpoint_every, resume, members):
+    """Validate the checkpoint arguments of ``train`` (before any work); ``None`` without a dir."""
+    every = _check_int("checkpoint_every", checkpoint_every, 0)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {resume!r}")
+    if checkpoint_dir is None:
+        if every or resume:
+            raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        return None
+    if members is not None:
+        raise ValueError("checkpoint_dir is not supported by train_ensemble")
+    from kanjax import checkpoint as checkpoint_lib
+
+    checkpoint_lib._describe_model(model)  # TypeError now, not after the first epoch
+    directory = checkpoint_lib._abspath(checkpoint_dir)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"checkpoint_dir {directory} exists and is not a directory")
+    return _TrainCheckpoints(directory, every)
+
+
+def _variable_summary(state) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    return {
+        ".".join(map(str, path)): (type(var).__name__, tuple(np.shape(var[...])),
+                                   str(jnp.result_type(var[...])))
+        for path, var in nnx.to_flat_state(state)
+    }
+
+
+class _TrainCheckpoints:
+    """The checkpoint of one ``train`` run, ``directory/latest``, replaced at every save."""
+
+    def __init__(self, directory: str, every: int):
+        self.path = os.path.join(directory, _CHECKPOINT_NAME)
+        self.every = every
+        self.epochs = 0
+        self.options: dict[str, Any] = {}
+        self.key: dict[str, Any] = {}
+
+    def configure(self, *, epochs: int, key, options: dict[str, Any]) -> None:
+        self.epochs = epochs
+        # Normalised through JSON, as they will be read back from metadata.json.
+        self.options = json.loads(json.dumps(options))
+        self.key = {"impl": str(jax.random.key_impl(key)),
+                    "data": np.asarray(jax.random.key_data(key)).tolist()}
+
+    def due(self, completed: int) -> bool:
+        return completed == self.epochs or bool(self.every and completed % self.every == 0)
+
+    def save(self, graphdef, params, rest, opt_state, history: History, completed: int) -> None:
+        from kanjax import checkpoint as checkpoint_lib
+
+        checkpoint_lib.save(
+            self.path, nnx.merge(graphdef, params, rest), history=history,
+            optimizer_state=opt_state,
+            metadata={"train": {"epoch": completed, "options": self.options, "key": self.key}},
+        )
+
+    def restore(self, graphdef, params, rest, opt_state):
+        """``(params, rest, opt_state, history, epoch)`` from the checkpoint, or ``None`` if none.
+
+        ``params``, ``rest`` and ``opt_state`` of the fresh run give the structures (and are
+        checked against the checkpoint's shapes); the returned ones have those structures.
+        """
+        from kanjax import checkpoint as checkpoint_lib
+
+        if not os.path.exists(self.path):
+            parent, name = os.path.split(self.path)
+            if os.path.isdir(parent) and any(n.startswith(f"{name}.old-") for n in os.listdir(parent)):
+                checkpoint_lib.read_metadata(self.path)  # raises, naming the interrupted save
+            return None
+
+        def incompatible(problem):
+            return ValueError(f"cannot resume from checkpoint {self.path}: {problem}")
+
+        # In order: the run's options, the model, then the optimizer state, so that the
+        # error names the first difference.
+        file_meta, arrays = checkpoint_lib._open(self.path)
+        meta = (file_meta.get("metadata") or {}).get("train")
+        history = checkpoint_lib._history(self.path, file_meta)
+        if not isinstance(meta, dict) or history is None:
+            raise checkpoint_lib.CheckpointError(
+                f"checkpoint {self.path}: was not written by kanjax.train (no training state)")
+        saved = meta.get("options", {})
+        diffs = [
+            f"{k}: {saved.get(k, '<unset>')!r} in the checkpoint, {self.options.get(k, '<unset>')!r} now"
+            for k in sorted(set(saved) | set(self.options)) if saved.get(k) != self.options.get(k)
+        ]
+        if diffs:
+            raise incompatible("it was written by a run with other options (" + "; ".join(diffs) + ")")
+        if meta.get("key") != self.key:
+            raise incompatible(
+                f"its shuffling key {meta.get('key')} differs from this run's {self.key} (another "
+                "jax PRNG implementation?)")
+        epoch = meta.get("epoch")
+        if (isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= self.epochs
+                or history.epochs != epoch):
+            raise checkpoint_lib.CheckpointError(
+                f"checkpoint {self.path}: invalid epoch counter {epoch!r} (history has "
+                f"{history.epochs} epochs)")
+
+        model = checkpoint_lib._model(self.path, file_meta, arrays)
+        loaded_graphdef, loaded_params, loaded_rest = nnx.split(model, nnx.Param, ...)
+        for what, fresh, loaded in (("trainable", params, loaded_params),
+                                    ("non-trainable", rest, loaded_rest)):
+            a, b = _variable_summary(loaded), _variable_summary(fresh)
+            if a != b:
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:5]
+                raise incompatible(
+                    f"its model's {what} variables differ from `model`'s at {diff} "
+                    f"(checkpoint {[a.get(k) for k in diff]}, model {[b.get(k) for k in diff]}); "
+                    "build `model` as for the checkpointed run")
+        if loaded_graphdef != graphdef:
+            raise incompatible(
+                "its model's static attributes (basis, grids, symbolic edges, ...) differ from "
+                "`model`'s; build `model` as for the checkpointed run")
+        params = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(loaded_params))
+        rest = jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(loaded_rest))
+        opt_state = checkpoint_lib._optimizer_state(self.path, file_meta, arrays, opt_state)
+        return params, rest, opt_state, history, epoch
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def _resolve_mesh(mesh, members):
+    """The mesh ``train`` shards batches over, or ``None`` for single-device training."""
+    if isinstance(mesh, str):
+        if mesh != "auto":
+            raise ValueError(f"mesh must be 'auto', None or a jax.sharding.Mesh, got {mesh!r}")
+        if jax.device_count() <= 1 or members is not None:
+            return None
+        return Mesh(np.asarray(jax.devices()), ("data",))
+    if mesh is None:
+        return None
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be 'auto', None or a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if members is not None:
+        raise NotImplementedError("train_ensemble does not shard over a mesh yet; pass mesh=None")
+    if mesh.size == 1:
+        return None
+    return mesh
+
+
+def _replicate(a, sharding):
+    """``a`` on every device of ``sharding``'s mesh (also across hosts: each process gives
+    the same values)."""
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def _program_report(compiled, mesh) -> dict:
+    """What the compiled epoch does across devices: collective ops and any host transfer."""
+    try:
+        text = compiled.as_text()
+    except Exception:  # some backends cannot print the optimized program
+        return {"devices": int(mesh.size), "axis": mesh.axis_names[0]}
+    ops = re.findall(r"=\s*\S+\s+([a-z][a-z0-9-]*)\(", text)
+    host = sum(ops.count(o) for o in ("send", "recv", "infeed", "outfeed")) + text.count(
+        "xla_python_cpu_callback") + text.count("xla_ffi_python_cpu_callback")
+    return {"devices": int(mesh.size), "axis": mesh.axis_names[0],
+            "all_reduce_ops": ops.count("all-reduce") + ops.count("all-reduce-start"),
+            "host_transfer_ops": int(host)}
