@@ -80,16 +80,19 @@ def matched_mlp_widths(widths, n_target: int) -> list[int]:
     return best[0]
 
 
-def make_models(problem: dict, seed: int = 0) -> dict:
+def make_models(problem: dict, seed: int = 0, dtype=None) -> dict:
+    """The four models; ``dtype`` is the compute dtype (parameters stay float32)."""
     widths = problem["widths"]
     models = {
         "kan-bspline": kanjax.KAN(widths, basis="bspline", grid_size=GRID_SIZE, order=ORDER,
-                                  rngs=nnx.Rngs(seed)),
-        "kan-taylor": kanjax.KAN(widths, basis="taylor", degree=problem["degree"], rngs=nnx.Rngs(seed)),
-        "mlp": kanjax.MLP(widths, rngs=nnx.Rngs(seed)),
+                                  dtype=dtype, rngs=nnx.Rngs(seed)),
+        "kan-taylor": kanjax.KAN(widths, basis="taylor", degree=problem["degree"], dtype=dtype,
+                                 rngs=nnx.Rngs(seed)),
+        "mlp": kanjax.MLP(widths, dtype=dtype, rngs=nnx.Rngs(seed)),
     }
     models["mlp-matched"] = kanjax.MLP(
-        matched_mlp_widths(widths, num_params(models["kan-bspline"])), rngs=nnx.Rngs(seed))
+        matched_mlp_widths(widths, num_params(models["kan-bspline"])), dtype=dtype,
+        rngs=nnx.Rngs(seed))
     return models
 
 
@@ -107,9 +110,9 @@ def mlp_matmul_flops(model, batch: int) -> float | None:
     return 6.0 * batch * sum(a * b for a, b in zip(w[:-1], w[1:]))
 
 
-def measure_matmul_rate(n: int = 1024, repeats: int = 10) -> float:
-    """float32 GFLOP/s of a square ``jnp.dot`` on the default device."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def measure_matmul_rate(n: int = 1024, repeats: int = 10, dtype=jnp.float32) -> float:
+    """GFLOP/s of a square ``jnp.dot`` in ``dtype`` on the default device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
     times = []
@@ -184,6 +187,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=50, help="training budget for the accuracy column")
     parser.add_argument("--n-train", type=int, default=4096)
     parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="compute dtype of every model (parameters stay float32)")
+    parser.add_argument("--matmul-n", type=int, default=1024,
+                        help="size of the square matmul that measures the floor rate")
     parser.add_argument("--quick", action="store_true", help="seed problem, tiny budgets (CI)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
@@ -192,11 +199,13 @@ def main(argv=None) -> int:
 
     import flax
 
-    rate = measure_matmul_rate()
-    header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), float32 | jax {jax.__version__}, "
+    dtype = jnp.dtype(args.dtype)
+    compute = None if args.dtype == "float32" else dtype
+    rate = measure_matmul_rate(args.matmul_n, dtype=dtype)
+    header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), compute {args.dtype} | jax {jax.__version__}, "
               f"flax {flax.__version__}, optax {optax.__version__}, kanjax {kanjax.__version__}, "
               f"python {platform.python_version()} | {os.cpu_count()} CPUs | "
-              f"measured float32 matmul rate: {rate:.1f} GFLOP/s")
+              f"measured {args.dtype} matmul rate ({args.matmul_n}^3): {rate:.1f} GFLOP/s")
     print("# KAN vs MLP training-step benchmark\n")
     print(header)
     print(f"settings: block {args.block} steps x {args.repeats} timed blocks, Adam; B-spline G={GRID_SIZE}, "
@@ -207,7 +216,7 @@ def main(argv=None) -> int:
     results = []
     for name in args.problems:
         problem = PROBLEMS[name]
-        models = make_models(problem)
+        models = make_models(problem, dtype=compute)
         rows = {}
         for label in args.models:
             model = models[label]
@@ -218,7 +227,7 @@ def main(argv=None) -> int:
             r["matmul_gflop"] = flops / 1e9
             r["floor_ms"] = flops / (rate * 1e9) * 1e3
             r["test_mse"] = None if args.no_accuracy else accuracy(
-                make_models(problem)[label], problem, args.epochs, args.n_train)
+                make_models(problem, dtype=compute)[label], problem, args.epochs, args.n_train)
             rows[label] = r
         base = rows.get("mlp-matched")
         for label, r in rows.items():
@@ -232,7 +241,7 @@ def main(argv=None) -> int:
                   f"| {r['vs_floor']:.1f}x | {ratio} | {mem} | {mse} |", flush=True)
             results.append(r)
     os.makedirs(args.out, exist_ok=True)
-    tag = "quick" if args.quick else "_".join(args.problems)
+    tag = "quick" if args.quick else "_".join(args.problems) + ("" if compute is None else f"_{args.dtype}")
     with open(os.path.join(args.out, f"kan_vs_mlp_{tag}.json"), "w") as f:
         json.dump(dict(header=header, matmul_gflops=rate, results=results), f, indent=1)
     chart(results, os.path.join(args.out, f"kan_vs_mlp_{tag}.png"), header)
