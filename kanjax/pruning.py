@@ -23,10 +23,21 @@ def edge_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
     """Per layer, ``A[p, q] = mean over samples of |phi_qp(x_p)|``, shape ``(n_in, n_out)``."""
     if not isinstance(model, KAN):
         raise TypeError(f"edge_importance needs a kanjax.KAN, got {type(model).__name__}")
-    scores, h = [], jnp.asarray(x)
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[-1] != model.in_features:
+        raise ValueError(f"x must have {model.in_features} features on the last axis, "
+                         f"got shape {tuple(x.shape)}")
+    return [np.asarray(a) for a in _importance_program(model, jnp.asarray(x))]
+
+
+@nnx.jit
+def _importance_program(model: KAN, h: jax.Array) -> list[jax.Array]:
+    # one compiled program per model structure (op-by-op eager execution compiles every
+    # small op separately and took seconds on the first call)
+    scores = []
     for layer in model.layers:
         edges = layer.edge_activations(h)
-        scores.append(np.asarray(jnp.mean(jnp.abs(edges.reshape(-1, *edges.shape[-2:])), axis=0)))
+        scores.append(jnp.mean(jnp.abs(edges.reshape(-1, *edges.shape[-2:])), axis=0))
         h = layer(h)
     return scores
 

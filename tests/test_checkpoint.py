@@ -544,6 +544,7 @@ print("RESULT" + json.dumps({"same_params": same, "ref": h_ref.train_loss, "res"
 """
 
 
+@pytest.mark.slow  # ~8 s subprocess; resume and sharding each have fast tests
 def test_resume_sharded_training():
     import subprocess
     import sys

@@ -87,6 +87,7 @@ def test_refine_nested_grid_is_exact_and_reshapes():
     assert float(jnp.max(jnp.abs(layer(x) - before))) < 0.3
 
 
+@pytest.mark.slow  # ~17 s; refine exactness is covered by the layer tests, training by notebook 02
 def test_kan_grid_extension_then_training_continues():
     from kanjax.demo import seed_data
 

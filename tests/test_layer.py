@@ -192,7 +192,7 @@ def test_uniform_layer_uses_fast_path_equal_to_reference():
     assert not kanjax.KANLayer(3, 2, basis="bspline", order=3, grid=skewed, rngs=nnx.Rngs(0)).uniform
 
 
-@pytest.mark.parametrize("basis", ["bspline", "taylor"])
+@pytest.mark.parametrize("basis", [pytest.param("bspline", marks=pytest.mark.slow), "taylor"])
 def test_hessian_wrt_inputs_matches_finite_differences(basis):
     # Forward-over-reverse (jax.hessian) works through the analytic basis derivatives,
     # which matters for physics-informed losses.

@@ -20,7 +20,7 @@ def direct_penalty(model, x, l1, entropy):
     return total
 
 
-@pytest.mark.parametrize("basis", ["bspline", "taylor"])
+@pytest.mark.parametrize("basis", [pytest.param("bspline", marks=pytest.mark.slow), "taylor"])
 def test_penalty_matches_direct_computation(basis):
     model = kanjax.KAN([3, 4, 2], basis=basis, use_bias=True, rngs=nnx.Rngs(0))
     x = jax.random.uniform(jax.random.key(0), (64, 3), minval=-1, maxval=1)
