@@ -18,7 +18,7 @@ from kanjax import basis, functions, grids, interop, layer, losses, symbolic
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
 from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid, SymbolicIndex, SymbolicMask
-from kanjax.pruning import edge_importance, node_importance, prune
+from kanjax.pruning import attribution, edge_importance, node_importance, prune
 from kanjax.plotting import plot_grad_norms, plot_layer, plot_loss, plot_network
 from kanjax.plotting import plot_network as plot
 from kanjax.symbolic import auto_symbolic, fix_symbolic, suggest_symbolic, symbolic_formula
@@ -43,6 +43,7 @@ __all__ = [
     "EdgeMask",
     "edge_importance",
     "node_importance",
+    "attribution",
     "prune",
     "SymbolicMask",
     "SymbolicIndex",

@@ -1,4 +1,5 @@
-"""Edge and node importance from data, and pruning a KAN to the edges that matter.
+"""Edge and node importance and feature attribution from data, and pruning a KAN to the
+edges that matter.
 
 Importance follows the KAN paper: an edge's score is the mean of ``|phi_qp(x_p)|`` over
 samples; a hidden node is kept when its strongest incoming and strongest outgoing edges
@@ -16,7 +17,7 @@ from flax import nnx
 
 from kanjax.nn import KAN, EdgeMask, SplineGrid, SymbolicIndex, SymbolicMask
 
-__all__ = ["edge_importance", "node_importance", "prune"]
+__all__ = ["edge_importance", "node_importance", "attribution", "prune"]
 
 
 def edge_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
@@ -47,6 +48,27 @@ def node_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
     scores = edge_importance(model, x)
     return [np.minimum(scores[i].max(axis=0), scores[i + 1].max(axis=1))
             for i in range(len(scores) - 1)]
+
+
+def attribution(model: KAN, x: jax.Array) -> list[np.ndarray]:
+    """Feature attribution: how much of the outputs each node (inputs included) accounts for.
+
+    Every output node gets importance 1. Going backwards, a node ``q`` of layer ``l + 1``
+    hands its importance to its inputs ``p`` in proportion to their edges' scores
+    ``A_l[p, q]`` (:func:`edge_importance`), so
+    ``I_l[p] = sum_q A_l[p, q] / sum_p' A_l[p', q] * I_{l+1}[q]``. Every layer's scores sum
+    to the number of outputs; an input whose edges carry nothing scores ~0.
+
+    Returns:
+      One array per layer of nodes, inputs first: ``[I_0 (n_0,), I_1 (n_1,), ..., I_L (n_L,)]``.
+    """
+    scores = edge_importance(model, x)
+    out = [np.ones(model.widths[-1])]
+    for a in reversed(scores):
+        a = np.asarray(a, np.float64)
+        share = a / np.maximum(a.sum(axis=0, keepdims=True), 1e-30)
+        out.append(share @ out[-1])
+    return out[::-1]
 
 
 def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:

@@ -66,3 +66,15 @@ def test_importance_errors():
         kanjax.edge_importance(kanjax.MLP([2, 1], rngs=nnx.Rngs(0)), jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="threshold"):
         kanjax.prune(kanjax.KAN([2, 2, 1], rngs=nnx.Rngs(0)), jnp.ones((2, 2)), threshold=-1.0)
+
+
+def test_attribution_ranks_the_irrelevant_input_last_and_conserves_importance(trained):
+    model, x = trained
+    scores = kanjax.attribution(model, x)
+    assert [s.shape for s in scores] == [(w,) for w in model.widths]
+    for s in scores:  # every layer hands on exactly the outputs' total importance
+        np.testing.assert_allclose(s.sum(), model.widths[-1], rtol=1e-6)
+    assert np.argmin(scores[0]) == 2  # y does not depend on x[:, 2]
+    # the backward recursion, written out for the last hidden layer from the edge scores
+    a = kanjax.edge_importance(model, x)[-1].astype(np.float64)
+    np.testing.assert_allclose(scores[-2], (a / a.sum(axis=0, keepdims=True)) @ np.ones(1), rtol=1e-6)
