@@ -611,7 +611,9 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             xb, yb = x[idx], y[idx]
             value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
             grads = ravel(tree_grads)
-            if lbfgs:
+            if lbfgs or isinstance(tx, optax.GradientTransformationExtraArgs):
+                # line-search optimizers (optax.lbfgs, scale_by_zoom_linesearch chains) need
+                # the loss; transformations that do not use these arguments ignore them
                 updates, s = tx.update(
                     grads, s, p, value=value, grad=grads,
                     value_fn=lambda q: batch_loss(unravel(q), r, xb, yb, wb),

@@ -278,3 +278,14 @@ def test_custom_module_gets_per_submodule_grad_norms():
     _, h = kanjax.train(Custom(nnx.Rngs(0)), (X, Y), epochs=2, progress=False)
     assert set(h.grad_norm) == {"body", "params"}
     assert all(v[-1] > 0 for v in h.grad_norm.values())
+
+
+def test_a_users_line_search_optimizer_gets_the_loss():
+    # optax.lbfgs needs value, grad and value_fn in update(); train passes them to any
+    # GradientTransformationExtraArgs (a plain update() call would fail inside the trace)
+    x = jax.random.uniform(jax.random.key(3), (128, 1), minval=-1, maxval=1)
+    y = 0.5 * x**2
+    model = kanjax.KAN([1, 1], rngs=nnx.Rngs(3))
+    model, hist = kanjax.train(model, (x, y), epochs=30, batch_size=128,
+                               optimizer=optax.lbfgs(memory_size=5), progress=False)
+    assert hist.train_loss[-1] < 1e-3 * hist.train_loss[0]
