@@ -309,6 +309,7 @@ def train(
     checkpoint_every: int = 0,
     resume: bool = False,
     mesh: Mesh | str | None = "auto",
+    callback: Callable[[int, History], bool | None] | None = None,
 ):
     """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
 
@@ -369,6 +370,11 @@ def train(
         inside the compiled epoch (no host round trip per step). ``batch_size`` must be a
         multiple of that axis' size. Multi-host: call ``jax.distributed.initialize()`` in
         every process and pass the same data; ``jax.devices()`` then spans all hosts.
+      callback: ``callback(epochs_done, history)`` after every epoch (on the host, between
+        compiled epochs, after any checkpoint): return ``True`` to stop early (e.g. on a
+        validation loss that stopped improving; ``history.config["stopped_at_epoch"]``
+        records it). The model already holds that epoch's parameters; an exception raised
+        here ends training with the model in that state.
 
     Returns:
       ``(model, history)``.
@@ -382,7 +388,7 @@ def train(
         seed=seed, progress=progress, members=None, l1=l1, entropy=entropy,
         grid_update_every=grid_update_every, grid_update_until=grid_update_until,
         grid_eps=grid_eps, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        resume=resume, mesh=mesh,
+        resume=resume, mesh=mesh, callback=callback,
     )
     return model, histories[0]
 
@@ -476,9 +482,11 @@ def _ensemble_size(model) -> int:
 def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
          validation_data, seed, progress, members, l1=0.0, entropy=0.0,
          grid_update_every=0, grid_update_until=None, grid_eps=0.02, shared_order=False,
-         checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None):
+         checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
     mesh = _resolve_mesh(mesh, members)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(epochs_done, history), got {callback!r}")
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     epochs = _check_int("epochs", epochs, 0)
@@ -739,6 +747,12 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             if checkpoints is not None and checkpoints.due(epoch + 1):
                 # Between compiled epochs, before the next call donates opt_state's buffers.
                 checkpoints.save(graphdef, params, rest, opt_state, histories[0], epoch + 1)
+            if callback is not None:
+                nnx.update(model, params, rest)  # the callback sees this epoch's model
+                if callback(epoch + 1, histories if ensemble else histories[0]):
+                    for h in histories:
+                        h.config["stopped_at_epoch"] = epoch + 1
+                    break
     finally:
         if bar:
             bar.stop()

@@ -289,3 +289,24 @@ def test_a_users_line_search_optimizer_gets_the_loss():
     model, hist = kanjax.train(model, (x, y), epochs=30, batch_size=128,
                                optimizer=optax.lbfgs(memory_size=5), progress=False)
     assert hist.train_loss[-1] < 1e-3 * hist.train_loss[0]
+
+
+def test_callback_sees_every_epoch_and_can_stop_early():
+    x = jax.random.uniform(jax.random.key(4), (64, 2), minval=-1, maxval=1)
+    y = x[:, :1] * x[:, 1:]
+    model = kanjax.KAN([2, 2, 1], basis="taylor", degree=3, rngs=nnx.Rngs(4))
+    seen = []
+
+    def callback(done, history):
+        # the model already holds this epoch's parameters
+        seen.append((done, len(history.train_loss), kanjax.evaluate(model, (x, y))))
+        return done == 3
+
+    model, hist = kanjax.train(model, (x, y), epochs=10, batch_size=64, progress=False,
+                               callback=callback)
+    assert [s[:2] for s in seen] == [(1, 1), (2, 2), (3, 3)]
+    assert hist.config["stopped_at_epoch"] == 3 and len(hist.train_loss) == 3
+    assert seen[-1][2] == pytest.approx(kanjax.evaluate(model, (x, y)))
+    assert seen[0][2] != seen[-1][2]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        kanjax.train(model, (x, y), epochs=1, callback=3, progress=False)
