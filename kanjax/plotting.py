@@ -13,7 +13,6 @@ a notebook the returned figure shows inline.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kanjax.nn import KAN
+from kanjax.pruning import _layer_views
 from kanjax.training import History
 
 __all__ = ["plot_network", "plot_layer", "plot_loss", "plot_grad_norms"]
@@ -194,26 +194,6 @@ _SPLINE_COLOR = "black"
 _SYMBOLIC_COLOR = "tab:red"
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _network_arrays(graphdef, state, x, ranks):
-    """Per layer: ``(A, points, phi)``.
-
-    ``A`` is :func:`kanjax.edge_importance`'s score (mean ``|phi_qp|`` over the samples,
-    ``(n_in, n_out)``), ``points`` the layer's inputs sorted per column and taken at
-    ``ranks`` (``(m, n_in)``), ``phi`` the edge activations there (``(m, n_in, n_out)``).
-    Compiled once per model structure: in eager mode the many small operations cost
-    seconds of compilation on first use, the single program about one.
-    """
-    model = nnx.merge(graphdef, state)
-    out, h = [], x
-    for layer in model.layers:
-        edges = layer.edge_activations(h)
-        points = jnp.sort(h, axis=0)[ranks]
-        out.append((jnp.mean(jnp.abs(edges), axis=0), points, layer.edge_activations(points)))
-        h = layer(h)
-    return out
-
-
 def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
                  beta: float = 3.0, title: str | None = None, ax=None,
                  path: str | os.PathLike | None = None, max_points: int = 200):
@@ -271,9 +251,10 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
 
     # --- numbers: one compiled program (per model structure) for all layers
     ranks = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], max_points)).round())
-    graphdef, state = nnx.split(model)
-    per_layer = jax.device_get(_network_arrays(
-        graphdef, state, jnp.asarray(x, layers[0].param_dtype), jnp.asarray(ranks, jnp.int32)))
+    # the sorted samples at those ranks ("nearest" quantiles hit them exactly)
+    q = jnp.asarray(ranks / max(x.shape[0] - 1, 1), jnp.float32)
+    per_layer = jax.device_get(
+        _layer_views(model, jnp.asarray(x, layers[0].param_dtype), q, "nearest"))
     scores = [score for score, _, _ in per_layer]
     curves = [(points, phi) for _, points, phi in per_layer]
 

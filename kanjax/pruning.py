@@ -10,6 +10,8 @@ the same edges masked.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,19 +30,28 @@ def edge_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
     if x.ndim < 1 or x.shape[-1] != model.in_features:
         raise ValueError(f"x must have {model.in_features} features on the last axis, "
                          f"got shape {tuple(x.shape)}")
-    return [np.asarray(a) for a in _importance_program(model, jnp.asarray(x))]
+    return [np.asarray(a) for a, _, _ in _layer_views(model, jnp.asarray(x), jnp.zeros((1,)), "nearest")]
 
 
-@nnx.jit
-def _importance_program(model: KAN, h: jax.Array) -> list[jax.Array]:
-    # one compiled program per model structure (op-by-op eager execution compiles every
-    # small op separately and took seconds on the first call)
-    scores = []
+@functools.partial(nnx.jit, static_argnums=3)
+def _layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
+    """Per layer ``(A, points, phi)`` from one pass of the samples ``h`` through the model.
+
+    ``A (n_in, n_out)`` is the edge importance (mean ``|phi_qp|`` over the samples);
+    ``points (m, n_in)`` are the quantiles ``q`` (shape ``(m,)``, ``jnp.quantile``
+    ``method``) of each input column of the layer; ``phi (m, n_in, n_out)`` are the edge
+    values there. One compiled program per model structure, shared by importance, pruning,
+    plots and symbolic fitting (op-by-op eager execution compiled every small op on first
+    use and took seconds).
+    """
+    out = []
     for layer in model.layers:
         edges = layer.edge_activations(h)
-        scores.append(jnp.mean(jnp.abs(edges.reshape(-1, *edges.shape[-2:])), axis=0))
+        points = jnp.quantile(h, q.astype(h.dtype), axis=0, method=method)
+        out.append((jnp.mean(jnp.abs(edges.reshape(-1, *edges.shape[-2:])), axis=0), points,
+                    layer.edge_activations(points)))
         h = layer(h)
-    return scores
+    return out
 
 
 def node_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:

@@ -32,10 +32,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from kanjax import functions as functions_lib
 from kanjax.nn import KAN, KANLayer
+from kanjax.pruning import _layer_views
 from kanjax.training import _compile
 
 __all__ = [
@@ -276,23 +276,13 @@ def _check_data(model: KAN, x) -> jax.Array:
     return jnp.asarray(arr, model.layers[0].param_dtype)
 
 
-@nnx.jit(static_argnums=2)
-def _samples_program(model: KAN, h: jax.Array, num_samples: int):
-    out = []
-    q = jnp.linspace(0.0, 1.0, num_samples, dtype=h.dtype)
-    for lyr in model.layers:
-        xs = jnp.quantile(h, q, axis=0)
-        out.append((xs, lyr.edge_activations(xs)))
-        h = lyr(h)
-    return out
-
-
 def _all_edge_samples(model: KAN, x, num_samples: int = _NUM_SAMPLES):
     """Per layer, sorted sample points of every input and the edge values there, in one
     compiled program: ``xs (S, n_in)`` (quantiles of the layer's inputs on ``x``) and
     ``ys (S, n_in, n_out)``."""
     h = _check_data(model, x)
-    return [(np.asarray(xs), np.asarray(ys)) for xs, ys in _samples_program(model, h, num_samples)]
+    q = jnp.linspace(0.0, 1.0, num_samples)
+    return [(np.asarray(xs), np.asarray(ys)) for _, xs, ys in _layer_views(model, h, q, "linear")]
 
 
 def _edge_samples(model: KAN, x, layer: int, num_samples: int = _NUM_SAMPLES):
