@@ -310,7 +310,20 @@ class KANLayer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(..., n_in) -> (..., n_out)``."""
         x, (w_base, w_spline, coef), bias = self._cast(self._check_input(x))
-        y = layer_lib.kan_layer_kmajor(x, self._basis_kmajor(x), w_base, w_spline, coef, bias)
+        if self.basis == "taylor":
+            # u^0 = 1 on every edge: its terms add up to a constant per output, added after
+            # the matmul instead of multiplying a column of ones (one basis function fewer).
+            const = jnp.sum(coef[..., 0] * w_spline, axis=0)
+            bias = const if bias is None else bias + const
+            basis_fn, args, coef = _taylor_nonconstant(self.squash, self.degree), (), coef[..., 1:]
+        elif self.uniform:  # closed form with an analytic derivative (exact on uniform knots)
+            knots = self.grid[...].astype(x.dtype)
+            step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
+            basis_fn, args = _uniform_bspline(self.num_basis, self.order), (knots[:, 0], step)
+        else:
+            basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
+        y = layer_lib.kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
+                                           basis_args=args)
         if self.sym_names:
             y = y + self._symbolic_edges(x).sum(axis=-2)
         return y
@@ -400,6 +413,31 @@ class KANLayer(nnx.Module):
                 f"edge ({i}, {j}) is outside this layer's {self.in_features} inputs x "
                 f"{self.out_features} outputs"
             )
+
+
+# Basis functions in the layer's k-major layout, ``(..., n_in) -> (..., K, n_in)``: one
+# function object per configuration, so a compiled program sees the same static callable.
+
+
+@functools.lru_cache(maxsize=None)
+def _taylor_nonconstant(squash, degree: int):
+    def basis(x):  # powers u^1 .. u^degree of u = squash(x)
+        return basis_lib._power_basis_kmajor(basis_lib.squash(x, squash), degree)[..., 1:, :]
+    return basis
+
+
+@functools.lru_cache(maxsize=None)
+def _uniform_bspline(num_basis: int, order: int):
+    def basis(x, start, step):
+        return basis_lib._uniform_bspline_kmajor(x, start, step, num_basis, order)
+    return basis
+
+
+@functools.lru_cache(maxsize=None)
+def _bspline(order: int):
+    def basis(x, knots):
+        return jnp.swapaxes(basis_lib.bspline_basis(x, knots, order), -1, -2)
+    return basis
 
 
 def _check_samples(x) -> None:
