@@ -268,17 +268,25 @@ def _progress_bar(total: int):
 
 # XLA:CPU spends most of a small training program's compile time in LLVM code generation
 # of its many small fused kernels. Its legacy fusion emitters and LLVM -O1 roughly halve
-# that (seed model on a 2-core CPU: ~1.9 s -> ~1.0 s) at the same step time, so `train`
-# asks for them on the CPU backend only; GPU and TPU compile with their defaults.
-_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
+# that (seed model on a 2-core CPU: ~1.9 s -> ~1.0 s), but they cost run time on larger
+# tensors: a [8, 64, 64, 1] B-spline step at batch 1024 ran ~2.4x slower with them (12 ms
+# vs 5 ms). `train` therefore asks for them only when the whole call is small enough for
+# compile time to dominate (estimated work below `_FAST_COMPILE_MAX_FLOPS`), and on the
+# CPU backend only; otherwise, and on GPU and TPU, XLA compiles with its defaults.
+_FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
+_FAST_COMPILE_MAX_FLOPS = 5e9  # ~0.05-0.1 s of work on a 2-core CPU
 
 
-def _compile(jitted, *args):
-    """Compile ``jitted`` once, ahead of time, for ``args``; the result never retraces."""
+def _compile(jitted, *args, work: float = 0.0):
+    """Compile ``jitted`` once, ahead of time, for ``args``; the result never retraces.
+
+    ``work`` estimates the floating-point operations that all calls of the program will
+    run; on CPU it chooses between options that compile fast and XLA's defaults.
+    """
     lowered = jitted.lower(*args)
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu" and work < _FAST_COMPILE_MAX_FLOPS:
         try:
-            return lowered.compile(_CPU_COMPILER_OPTIONS)
+            return lowered.compile(_FAST_COMPILE_OPTIONS)
         except Exception:  # an XLA build without the option: compile with its defaults
             pass
     return lowered.compile()
@@ -692,9 +700,12 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     if mesh is not None:
         theta, opt_state, rest = jax.device_put((theta, opt_state, rest), replicated)
     compile_start = time.perf_counter()
+    # forward + backward ~ 6 flops per parameter and sample (more with a line search)
+    n_theta = sum(leaf.size for leaf in jax.tree.leaves(theta))
+    work = 6.0 * n_theta * batch_size * steps * (epochs - resumed_from) * (1 + 2 * lbfgs)
     epoch_fn = _compile(
         jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys,
-        arrays,
+        arrays, work=work,
     )
     compile_time = time.perf_counter() - compile_start
 

@@ -310,3 +310,31 @@ def test_callback_sees_every_epoch_and_can_stop_early():
     assert seen[0][2] != seen[-1][2]
     with pytest.raises(TypeError, match="callback must be callable"):
         kanjax.train(model, (x, y), epochs=1, callback=3, progress=False)
+
+
+def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
+    # Small calls compile with XLA:CPU's fast-compile options; large ones with its defaults,
+    # because the fast-compile emitters run big tensors much slower.
+    from kanjax import training
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the option choice is CPU-only")
+    seen = []
+    original = jax.stages.Lowered.compile
+
+    def record(self, compiler_options=None, **kwargs):
+        seen.append(compiler_options)
+        return original(self, compiler_options, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", record)
+    f = jax.jit(lambda v: jnp.sin(v) * 2.0)
+    v = jnp.arange(4.0)
+    for work in (0.0, 1e12):
+        np.testing.assert_allclose(training._compile(f, v, work=work)(v), np.sin(np.arange(4.0)) * 2,
+                                   rtol=1e-6)
+    assert seen == [training._FAST_COMPILE_OPTIONS, None]
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
+    seen.clear()
+    model = kanjax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
+    kanjax.train(model, (x, x[:, :1] ** 2), epochs=2, batch_size=32, progress=False)
+    assert seen[-1] == training._FAST_COMPILE_OPTIONS  # the seed-sized demo compiles fast
