@@ -8,6 +8,8 @@ Implementations (``--impls``; a peer whose package is missing is skipped with a 
   layer (JAX / Flax NNX)
 * ``jaxkan-base``     jaxkan 0.3.7 ``KAN(layer_type="base", k=3, G=5)``, its original per-edge
   B-spline layer (JAX / Flax NNX)
+* ``kanjax-bspline-train``, ``kanjax-taylor-train``, ``jaxkan-spline-nnx``: the same models
+  driven the way each library's documentation trains them (the "native" driver, below)
 * ``pykan``           pykan 0.2.8 ``KAN(width, grid=5, k=3).speed()`` (PyTorch)
 * ``seed-taylor``     the seed document's PyTorch Taylor layer, re-implemented below: D + 1
   Taylor terms x^0..x^D per edge plus silu, times one weight per edge
@@ -30,12 +32,21 @@ temporary working directory, so nothing a library writes lands in the repository
   also ``compiled.memory_analysis()`` of the one-step program (arguments + outputs +
   temporaries - donated).
 
-JAX steps run as kanjax's trainer runs them: ``--block`` steps in one ``lax.scan``, parameters
-and optimizer state donated (the timed program is compiled after the first step); torch steps
-run eagerly in a Python loop, ``zero_grad`` / forward / ``backward`` / ``Adam.step``.
+Two drivers:
 
-Ratios are peer / kanjax of the same family measured in this run: B-spline peers against
-``kanjax-bspline``, Taylor peers against ``kanjax-taylor`` (step time, and RSS steady).
+* ``scan`` (rows without a suffix): every JAX library runs in the same harness, ``--block``
+  steps in one ``lax.scan`` with parameters and optimizer state donated (the timed program is
+  compiled after the first step). This measures the models alone, with no driver overhead.
+* ``native``: each library as its users drive it. kanjax: ``kanjax.train(model, data,
+  optimizer=optax.adam(lr), batch_size=batch)`` on ``--block`` batches, so one compiled epoch
+  is ``--block`` steps including its per-epoch shuffle and bookkeeping, timed from
+  ``History.wall_time``. jaxkan: its documented loop, an ``nnx.Optimizer(model, optax.adam(lr),
+  wrt=nnx.Param)`` and one ``@nnx.jit`` train step called from Python per batch. torch peers
+  (pykan, the seed's layer): eager, ``zero_grad`` / forward / ``backward`` / ``Adam.step``.
+
+Ratios are peer / kanjax of the same family (B-spline or Taylor) and driver measured in this
+run: scan-driven peers against the scan-driven kanjax row, natively driven peers against the
+``kanjax-*-train`` row (or the scan row when that was not run); the ``vs`` column names it.
 
 Threads: by default every library uses its own default on all CPUs. On a machine where another
 process keeps a core busy, torch's OpenMP threads spin-wait at every parallel region and a 10 ms
@@ -83,16 +94,32 @@ PROBLEMS = {
 GRID_SIZE, ORDER = 5, 3
 LEARNING_RATE = 1e-3
 
-# name: (framework, family, python packages it needs, distribution to report)
+# name: (framework, family, python packages it needs, distribution to report, driver)
 IMPLS = {
-    "kanjax-bspline": ("jax", "bspline", ["kanjax"], "kanjax"),
-    "kanjax-taylor": ("jax", "taylor", ["kanjax"], "kanjax"),
-    "jaxkan-spline": ("jax", "bspline", ["jaxkan"], "jaxkan"),
-    "jaxkan-base": ("jax", "bspline", ["jaxkan"], "jaxkan"),
-    "pykan": ("torch", "bspline", ["torch", "kan"], "pykan"),
-    "seed-taylor": ("torch", "taylor", ["torch"], "torch"),
+    "kanjax-bspline": ("jax", "bspline", ["kanjax"], "kanjax", "scan"),
+    "kanjax-taylor": ("jax", "taylor", ["kanjax"], "kanjax", "scan"),
+    "kanjax-bspline-train": ("jax", "bspline", ["kanjax"], "kanjax", "native"),
+    "kanjax-taylor-train": ("jax", "taylor", ["kanjax"], "kanjax", "native"),
+    "jaxkan-spline": ("jax", "bspline", ["jaxkan"], "jaxkan", "scan"),
+    "jaxkan-base": ("jax", "bspline", ["jaxkan"], "jaxkan", "scan"),
+    "jaxkan-spline-nnx": ("jax", "bspline", ["jaxkan"], "jaxkan", "native"),
+    "pykan": ("torch", "bspline", ["torch", "kan"], "pykan", "native"),
+    "seed-taylor": ("torch", "taylor", ["torch"], "torch", "native"),
 }
-REFERENCE = {"bspline": "kanjax-bspline", "taylor": "kanjax-taylor"}
+REFERENCE = {("bspline", "scan"): "kanjax-bspline", ("taylor", "scan"): "kanjax-taylor",
+             ("bspline", "native"): "kanjax-bspline-train",
+             ("taylor", "native"): "kanjax-taylor-train"}
+
+
+def reference_for(impl: str, rows: dict) -> str | None:
+    """The kanjax row a peer is compared with: same family and driver, else same family."""
+    family, driver = IMPLS[impl][1], IMPLS[impl][4]
+    other = "scan" if driver == "native" else "native"
+    for key in ((family, driver), (family, other)):
+        ref = REFERENCE[key]
+        if ref in rows and rows[ref].get("status") == "ok":
+            return ref
+    return None
 PACKAGES = ["numpy", "jax", "jaxlib", "flax", "optax", "kanjax", "jaxkan", "torch", "pykan"]
 PROTOCOL = "@@peers "  # prefix of the lines a child sends its parent
 
@@ -217,25 +244,14 @@ def run_jax(impl: str, problem: dict, args) -> dict:
     out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
 
     if impl.startswith("kanjax"):
-        import kanjax
+        import kanjax  # noqa: F401
     else:
-        from jaxkan.models.KAN import KAN as JaxKAN
+        import jaxkan  # noqa: F401
 
     reset_peak_rss()  # imports and data are not counted; everything from the model on is
     base_rss = rss_mb()
     with Phase("build", args.max_seconds):
-        if impl == "kanjax-bspline":
-            model = kanjax.KAN(widths, basis="bspline", grid_size=GRID_SIZE, order=ORDER,
-                               rngs=nnx.Rngs(0))
-            out["config"] = f"G={GRID_SIZE} k={ORDER}"
-        elif impl == "kanjax-taylor":
-            model = kanjax.KAN(widths, basis="taylor", degree=degree, rngs=nnx.Rngs(0))
-            out["config"] = f"degree {degree} ({degree + 1} terms), tanh squash"
-        else:
-            layer_type = impl.split("-", 1)[1]  # "spline" or "base"
-            model = JaxKAN(widths, layer_type=layer_type,
-                           required_parameters={"k": ORDER, "G": GRID_SIZE}, seed=0)
-            out["config"] = f"layer_type={layer_type!r} G={GRID_SIZE} k={ORDER}"
+        model = build_jax_model(impl, widths, degree, out)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         jax.block_until_ready(params)
     out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
@@ -303,6 +319,126 @@ def run_jax(impl: str, problem: dict, args) -> dict:
     out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
     out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
                loss_last=float(losses[-1]), finite=bool(np.isfinite(np.asarray(losses)).all()))
+    return dict(out, status="ok")
+
+
+def build_jax_model(impl: str, widths, degree: int, out: dict):
+    from flax import nnx
+
+    if impl.startswith("kanjax"):
+        import kanjax
+
+        if "bspline" in impl:
+            out["config"] = f"G={GRID_SIZE} k={ORDER}"
+            return kanjax.KAN(widths, basis="bspline", grid_size=GRID_SIZE, order=ORDER,
+                              rngs=nnx.Rngs(0))
+        out["config"] = f"degree {degree} ({degree + 1} terms), tanh squash"
+        return kanjax.KAN(widths, basis="taylor", degree=degree, rngs=nnx.Rngs(0))
+    from jaxkan.models.KAN import KAN as JaxKAN
+
+    layer_type = impl.split("-")[1]  # "spline" or "base"
+    out["config"] = f"layer_type={layer_type!r} G={GRID_SIZE} k={ORDER}"
+    return JaxKAN(widths, layer_type=layer_type, required_parameters={"k": ORDER, "G": GRID_SIZE},
+                  seed=0)
+
+
+def run_jax_native(impl: str, problem: dict, args) -> dict:
+    """kanjax through ``kanjax.train``; jaxkan through its documented ``nnx.jit`` step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    widths, degree, batch = problem["widths"], problem["degree"], problem["batch"]
+    xs_np, ys_np = make_data(problem, args.block)
+    out = PARTIAL
+    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
+    if impl.startswith("kanjax"):
+        import kanjax
+    else:
+        import jaxkan  # noqa: F401
+
+    reset_peak_rss()
+    base_rss = rss_mb()
+    with Phase("build", args.max_seconds):
+        model = build_jax_model(impl, widths, degree, out)
+        params = nnx.state(model, nnx.Param)
+        jax.block_until_ready(params)
+    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+
+    if impl.startswith("kanjax"):
+        # One call of kanjax.train: 1 epoch to warm up, then `repeats` timed epochs of `block`
+        # steps each; the callback resets the peak RSS once the warm-up epoch is done.
+        x = xs_np.reshape(-1, xs_np.shape[-1])
+        y = ys_np.reshape(-1, ys_np.shape[-1])
+        repeats = args.repeats
+        steady = {}
+
+        def callback(epochs_done, history):
+            if epochs_done == 1:
+                steady["rss_peak"] = peak_rss_mb() - base_rss
+                reset_peak_rss()
+            return False
+
+        with Phase("train", 3 * args.max_seconds + 60):
+            model, history = kanjax.train(model, (x, y), epochs=1 + repeats, batch_size=batch,
+                                          optimizer=optax.adam(LEARNING_RATE), progress=False,
+                                          callback=callback)
+        wall = np.asarray(history.wall_time)
+        out["compile_s"] = history.config["compile_time"]
+        out["first_step_s"] = wall[0] / args.block
+        times = list(np.diff(wall) / args.block)
+        out["rss_steady_mb"] = peak_rss_mb() - base_rss
+        out["rss_peak_mb"] = max(steady.get("rss_peak", 0.0), out["rss_steady_mb"])
+        losses = np.asarray(history.train_loss)
+        out.update(summarize(times, batch), block=args.block, repeats=repeats,
+                   loss_first=float(losses[0]), loss_last=float(losses[-1]),
+                   finite=bool(np.isfinite(losses).all()))
+        return dict(out, status="ok")
+
+    # jaxkan: as in its documentation, an nnx.Optimizer and an nnx.jit train step per batch
+    xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
+    opt = nnx.Optimizer(model, optax.adam(LEARNING_RATE), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, opt, xb, yb):
+        def loss_fn(model):
+            return jnp.mean((model(xb) - yb) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        opt.update(model, grads)
+        return loss
+
+    with Phase("compile", args.max_seconds) as ph:  # trace + compile + the first step
+        loss = train_step(model, opt, xs[0], ys[0])
+        loss.block_until_ready()
+    out["compile_s"] = ph.seconds
+    out["loss_first"] = float(loss)
+    with Phase("first step", args.max_seconds) as ph:
+        train_step(model, opt, xs[1 % args.block], ys[1 % args.block]).block_until_ready()
+    step_s = ph.seconds
+    out["first_step_s"] = step_s
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)):
+        for i in range(block):
+            loss = train_step(model, opt, xs[i], ys[i])
+        loss.block_until_ready()
+    out["rss_peak_mb"] = peak_rss_mb() - base_rss
+    reset_peak_rss()
+    times, losses = [], []
+    with Phase("timed", 3 * repeats * block * step_s + 60):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(block):
+                loss = train_step(model, opt, xs[i], ys[i])
+            loss.block_until_ready()
+            times.append((time.perf_counter() - t) / block)
+            losses.append(float(loss))
+    out["rss_steady_mb"] = peak_rss_mb() - base_rss
+    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
+    out.update(summarize(times, batch), block=block, repeats=repeats, loss_last=losses[-1],
+               finite=bool(np.isfinite(losses).all()))
     return dict(out, status="ok")
 
 
@@ -415,9 +551,11 @@ def child_main(args) -> int:
         limit = int(args.max_memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     impl, problem = args.child
-    framework = IMPLS[impl][0]
+    framework, driver = IMPLS[impl][0], IMPLS[impl][4]
     try:
-        if framework == "jax":
+        if framework == "jax" and driver == "native":
+            result = run_jax_native(impl, PROBLEMS[problem], args)
+        elif framework == "jax":
             result = run_jax(impl, PROBLEMS[problem], args)
         else:
             result = run_torch(impl, PROBLEMS[problem], args)
@@ -559,7 +697,8 @@ def main(argv=None) -> int:
     print(f"settings: float32, MSE + Adam(lr={LEARNING_RATE:g}); B-spline G={GRID_SIZE}, k={ORDER} on [-1, 1]; "
           f"block {args.block} steps x {args.repeats} timed blocks after warm-up (shrunk to fit "
           f"--max-seconds {args.max_seconds:g}; a shrunk row says (blocks x steps)); one subprocess per row, RLIMIT_DATA "
-          f"{args.max_memory_gb:g} GiB; ratios are peer / kanjax of the same family (bspline, taylor); "
+          f"{args.max_memory_gb:g} GiB; ratios are peer / kanjax of the same family and driver "
+          f"(the vs column; see --help); "
           f"mem ratio uses RSS steady\n", flush=True)
 
     results = []
@@ -576,7 +715,7 @@ def main(argv=None) -> int:
     if skipped:
         print()
     rows_header = ("| problem | impl | device | config | params | compile s | first step s | "
-                   "step ms (median ± IQR) | samples/s | step / kanjax | RSS peak MB | RSS steady MB "
+                   "step ms (median ± IQR) | samples/s | vs | step / kanjax | RSS peak MB | RSS steady MB "
                    "| mem / kanjax | XLA MB | status |")
     print(rows_header)
     print("|" + "---|" * rows_header.count(" | ") + "---|")
@@ -586,11 +725,13 @@ def main(argv=None) -> int:
             rows = {}
             for impl in impls:
                 r = dict(problem=name, impl=impl, library=IMPLS[impl][3], framework=IMPLS[impl][0],
-                         family=IMPLS[impl][1], widths=problem["widths"], batch=problem["batch"])
+                         family=IMPLS[impl][1], driver=IMPLS[impl][4], widths=problem["widths"],
+                         batch=problem["batch"])
                 r.update(run_child(impl, name, args, workdir))
                 rows[impl] = r
             for impl, r in rows.items():
-                ref = rows.get(REFERENCE[r["family"]])
+                r["reference"] = reference_for(impl, rows)
+                ref = rows.get(r["reference"])
                 ok = r.get("status") == "ok"
                 ref_ok = ref is not None and ref.get("status") == "ok"
                 r["step_vs_kanjax"] = r["step_ms"] / ref["step_ms"] if ok and ref_ok else None
@@ -603,6 +744,7 @@ def main(argv=None) -> int:
                 print(f"| {name} | {impl} | {r.get('device', '-')} | {r.get('config', '-')} "
                       f"| {fmt(r.get('params'), 'd')} | {fmt(r.get('compile_s'), '.2f')} "
                       f"| {fmt(r.get('first_step_s'), '.3f')} | {step} | {fmt(r.get('samples_per_s'), '.3g')} "
+                      f"| {r['reference'] or '-'} "
                       f"| {fmt(r['step_vs_kanjax'], '.2f', '-')}{'x' if r['step_vs_kanjax'] else ''} "
                       f"| {fmt(r.get('rss_peak_mb'), '.1f')} | {fmt(r.get('rss_steady_mb'), '.1f')} "
                       f"| {fmt(r['mem_vs_kanjax'], '.2f')}{'x' if r['mem_vs_kanjax'] else ''} "
