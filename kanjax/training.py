@@ -26,6 +26,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 
+from kanjax import lm as lm_lib
+from kanjax._xla import FAST_COMPILE_OPTIONS, fast_compile_jit
 from kanjax import losses as losses_lib
 from kanjax.nn import KAN
 
@@ -266,14 +268,9 @@ def _progress_bar(total: int):
     )
 
 
-# XLA:CPU spends most of a small training program's compile time in LLVM code generation
-# of its many small fused kernels. Its legacy fusion emitters and LLVM -O1 roughly halve
-# that (seed model on a 2-core CPU: ~1.9 s -> ~1.0 s), but they cost run time on larger
-# tensors: a [8, 64, 64, 1] B-spline step at batch 1024 ran ~2.4x slower with them (12 ms
-# vs 5 ms). `train` therefore asks for them only when the whole call is small enough for
-# compile time to dominate (estimated work below `_FAST_COMPILE_MAX_FLOPS`), and on the
-# CPU backend only; otherwise, and on GPU and TPU, XLA compiles with its defaults.
-_FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
+# Fast-compile options (kanjax._xla) for small calls only: they cost run time on large
+# tensors. `train` estimates the call's work and compiles with XLA's defaults above this.
+_FAST_COMPILE_OPTIONS = FAST_COMPILE_OPTIONS
 _FAST_COMPILE_MAX_FLOPS = 5e9  # ~0.05-0.1 s of work on a 2-core CPU
 
 
@@ -492,6 +489,9 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
          grid_update_every=0, grid_update_until=None, grid_eps=0.02, shared_order=False,
          checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
+    lm = isinstance(optimizer, str) and optimizer == "lm"
+    if lm and isinstance(mesh, str) and mesh == "auto":
+        mesh = None  # Levenberg-Marquardt solves on one device
     mesh = _resolve_mesh(mesh, members)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(epochs_done, history), got {callback!r}")
@@ -507,11 +507,19 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
                 and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
-    elif not lbfgs and not isinstance(optimizer, optax.GradientTransformation):
+    elif not (lbfgs or lm) and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
-            "optimizer must be an optax.GradientTransformation or 'lbfgs', got "
+            "optimizer must be an optax.GradientTransformation, 'lbfgs' or 'lm', got "
             f"{optimizer!r}"
         )
+    if lm:
+        if loss != "mse":
+            raise ValueError(f"optimizer='lm' fits least squares: it needs loss='mse', got {loss!r}")
+        if l1 or entropy:
+            raise ValueError("optimizer='lm' does not support the l1/entropy penalties; use "
+                             "'lbfgs' or Adam for sparsity training")
+        if mesh is not None:
+            raise ValueError("optimizer='lm' runs on one device; pass mesh=None")
     loss_name = loss if isinstance(loss, str) else None
     per_example_loss = losses_lib.get(loss)
     ensemble = members is not None
@@ -549,7 +557,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     # The default optimizer (Adam, elementwise) runs on one flat parameter vector: the same
     # numbers as per-array Adam, but one fused update for XLA to compile instead of one per
     # parameter array. A user's optimizer sees the parameter pytree, as optax expects.
-    if optimizer is None or lbfgs:
+    if optimizer is None or lbfgs or lm:
         ravel, unravel = _flattener(params0)
     else:
         ravel = unravel = lambda p: p  # noqa: E731
@@ -563,6 +571,14 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         xv, yv = x[:1], y[:1]
 
     n = x.shape[0]
+    if lm and batch_size < n:
+        raise ValueError(f"optimizer='lm' is full-batch: batch_size must be >= the {n} samples, "
+                         f"got {batch_size}")
+    n_theta = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params0))
+    if lm and n_theta > lm_lib.MAX_PARAMS:
+        raise ValueError(f"optimizer='lm' solves a {n_theta} x {n_theta} system per step; it is "
+                         f"meant for models of at most {lm_lib.MAX_PARAMS} parameters (use "
+                         "'lbfgs' or Adam)")
     batch_size = min(batch_size, n)
     steps = -(-n // batch_size)
     if mesh is not None:
@@ -582,12 +598,14 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         tx = optax.adam(lr_fn)
     elif lbfgs:  # optax's L-BFGS with its zoom line search; step size from the search
         lr_fn, tx = None, optax.lbfgs()
+    elif lm:  # kanjax.lm: Levenberg-Marquardt, its state is (damping, converged)
+        lr_fn, tx = None, None
     else:
         lr_fn, tx = None, optimizer
     group_names, group_of_leaf = _layer_groups(params0)
 
     def init(p):
-        return ravel(p), tx.init(ravel(p))
+        return ravel(p), lm_lib.lm_init(ravel(p)) if lm else tx.init(ravel(p))
 
     # One compiled program for the initial state, not one small program per array shape.
     theta, opt_state = jax.jit(jax.vmap(init) if ensemble else init)(params)
@@ -603,10 +621,11 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     def regrid(p, r, x):
         """Every layer's grid from the activations of all training inputs; coef refitted."""
         m = nnx.merge(graphdef, unravel(p), r)
-        h = x
-        for layer in m.layers:
+        inputs = [x]  # from the current model, as KAN.update_grid does
+        for layer in m.layers[:-1]:
+            inputs.append(layer(inputs[-1]))
+        for layer, h in zip(m.layers, inputs):
             layer._update_grid_traced(h, grid_eps=grid_eps, margin=0.0, ridge=1e-6)
-            h = layer(h)
         _, new_params, new_rest = nnx.split(m, nnx.Param, ...)
         return ravel(new_params), new_rest
 
@@ -625,9 +644,24 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                 idx = jax.lax.with_sharding_constraint(idx, batch_sharding)
                 wb = jax.lax.with_sharding_constraint(wb, batch_sharding)
             xb, yb = x[idx], y[idx]
-            value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
-            grads = ravel(tree_grads)
-            if lbfgs or isinstance(tx, optax.GradientTransformationExtraArgs):
+            if lm:
+                # residuals whose squares sum to the weighted MSE of batch_loss
+                scale = 1.0 / (jnp.sum(wb) * math.prod(yb.shape[1:]))
+
+                def residual_one(q, xi, yi, wi):
+                    pred = forward(unravel(q), r, xi[None])[0]
+                    return ((pred - yi) * jnp.sqrt(wi * scale)).reshape(-1)
+
+                p, s, value, grads = lm_lib.lm_update(
+                    lambda q: batch_loss(unravel(q), r, xb, yb, wb),
+                    lambda q: lm_lib.normal_equations(residual_one, q, xb, yb, wb), p, s)
+                tree_grads = unravel(grads)
+            else:
+                value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
+                grads = ravel(tree_grads)
+            if lm:
+                pass
+            elif lbfgs or isinstance(tx, optax.GradientTransformationExtraArgs):
                 # line-search optimizers (optax.lbfgs, scale_by_zoom_linesearch chains) need
                 # the loss; transformations that do not use these arguments ignore them
                 updates, s = tx.update(
@@ -636,7 +670,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                 )
             else:
                 updates, s = tx.update(grads, s, p)
-            p = optax.apply_updates(p, updates)
+            if not lm:
+                p = optax.apply_updates(p, updates)
             sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
             norms = jnp.stack(
                 [jnp.sqrt(sum(v for v, gi in zip(sq, group_of_leaf) if gi == g))
@@ -659,7 +694,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         val = (jnp.mean(per_example_loss(forward(unravel(p_out), r, xv), yv))
                if has_val else jnp.nan)
         lr = lr_fn((epoch + 1) * steps - 1) if lr_fn is not None else jnp.nan
-        stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0))
+        done = s_out.converged if lm else jnp.asarray(False)  # LM: no step lowers the loss
+        stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0), done)
         # The parameter pytree comes back too, so that no separate unravel program has to
         # be compiled to hand the result to the model.
         return p_out, s_out, stats, unravel(p_out), r
@@ -686,7 +722,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             learning_rate=learning_rate if optimizer is None else None,
             schedule=(schedule if optimizer is None and isinstance(schedule, (str, type(None)))
                       else "custom"),
-            optimizer="adam" if optimizer is None else "lbfgs" if lbfgs else "custom",
+            optimizer="adam" if optimizer is None else optimizer if lbfgs or lm else "custom",
             loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed, l1=l1,
             entropy=entropy, grid_update_every=grid_update_every,
             grid_update_until=grid_update_until, grid_eps=grid_eps, validation=has_val,
@@ -701,8 +737,9 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         theta, opt_state, rest = jax.device_put((theta, opt_state, rest), replicated)
     compile_start = time.perf_counter()
     # forward + backward ~ 6 flops per parameter and sample (more with a line search)
-    n_theta = sum(leaf.size for leaf in jax.tree.leaves(theta))
     work = 6.0 * n_theta * batch_size * steps * (epochs - resumed_from) * (1 + 2 * lbfgs)
+    if lm:  # normal equations and Cholesky solves: dense linear algebra, compiled either way
+        work = 0.0
     epoch_fn = _compile(
         jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys,
         arrays, work=work,
@@ -738,7 +775,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         for epoch in range(start_epoch, epochs):
             theta, opt_state, stats, params, rest = epoch_fn(
                 theta, opt_state, rest, jnp.int32(epoch), keys, arrays)
-            finite, train_loss, val, lr, norms = (np.atleast_1d(v) for v in jax.device_get(stats))
+            finite, train_loss, val, lr, norms, done = (
+                np.atleast_1d(v) for v in jax.device_get(stats))
             norms = norms.reshape(n_hist, len(group_names))
             if not finite.all():
                 diverged_at = epoch + 1
@@ -764,6 +802,11 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                     for h in histories:
                         h.config["stopped_at_epoch"] = epoch + 1
                     break
+            if done.all():  # Levenberg-Marquardt converged: further epochs would not move
+                for h in histories:
+                    h.config["stopped_at_epoch"] = epoch + 1
+                    h.config["converged"] = True
+                break
     finally:
         if bar:
             bar.stop()
@@ -788,7 +831,7 @@ def evaluate(model: nnx.Module, data, *, loss: str | Callable = "mse") -> float:
     return float(_evaluate(graphdef, state, x, y, per_example_loss))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
+@functools.partial(fast_compile_jit, static_argnums=(0, 4))
 def _evaluate(graphdef, state, x, y, per_example_loss):
     return jnp.mean(per_example_loss(nnx.merge(graphdef, state)(x), y))
 

@@ -252,8 +252,75 @@ def test_lbfgs_full_batch_converges_fast(seed_task):
                             progress=False)
     assert h.train_loss[-1] < 1e-3 and h.train_loss[-1] < h.train_loss[0] / 100
     assert np.isnan(h.learning_rate[0])
-    with pytest.raises(TypeError, match="or 'lbfgs'"):
+    with pytest.raises(TypeError, match="'lbfgs' or 'lm'"):
         kanjax.train(model, (x, z), optimizer="bfgs", progress=False)
+
+
+def test_normal_equations_match_a_dense_jacobian():
+    # J^T J and J^T r from chunked per-sample Jacobians against jax.jacfwd of all residuals
+    from kanjax import lm
+
+    model = kanjax.KAN([2, 3, 2], basis="bspline", grid_size=4, rngs=nnx.Rngs(1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    from jax.flatten_util import ravel_pytree
+
+    theta, unravel = ravel_pytree(params)
+    x = jax.random.uniform(jax.random.key(0), (37, 2), minval=-1, maxval=1)
+    y = jnp.stack([jnp.sin(3 * x[:, 0]), x[:, 0] * x[:, 1]], axis=-1)
+    w = jnp.linspace(0.5, 1.5, 37)
+
+    def residual_one(t, xi, yi, wi):
+        return (nnx.merge(graphdef, unravel(t), rest)(xi[None])[0] - yi) * jnp.sqrt(wi)
+
+    def all_residuals(t):
+        return ((nnx.merge(graphdef, unravel(t), rest)(x) - y) * jnp.sqrt(w)[:, None]).ravel()
+
+    jac, r = jax.jit(lambda t: (jax.jacfwd(all_residuals)(t), all_residuals(t)))(theta)
+    a, g, loss = jax.jit(lambda t: lm.normal_equations(residual_one, t, x, y, w))(theta)
+    np.testing.assert_allclose(a, jac.T @ jac, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g, jac.T @ r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, r @ r, rtol=1e-5)
+
+
+def test_levenberg_marquardt_fits_least_squares_to_float_precision():
+    # Teacher-student: targets from a random KAN layer with the student's grid, so the
+    # student can fit them exactly. LM must drive the training error far below what L-BFGS
+    # reaches in the same number of steps, and stop by itself.
+    x = jax.random.uniform(jax.random.key(0), (400, 2), minval=-1, maxval=1)
+    teacher = kanjax.KAN([2, 3], basis="bspline", grid_size=6, rngs=nnx.Rngs(5))
+    z = teacher(x)
+    results = {}
+    for opt in ("lm", "lbfgs"):
+        model = kanjax.KAN([2, 3], basis="bspline", grid_size=6, rngs=nnx.Rngs(0))
+        model, h = kanjax.train(model, (x, z), epochs=60, batch_size=len(x), optimizer=opt,
+                                progress=False)
+        results[opt] = (model, h)
+    model, h = results["lm"]
+    assert np.all(np.diff(h.train_loss) <= 0)  # every accepted step lowers the loss
+    assert h.train_loss[-1] < 1e-9 and h.train_loss[-1] < results["lbfgs"][1].train_loss[-1] / 10
+    np.testing.assert_allclose(kanjax.evaluate(model, (x, z)), h.train_loss[-1], rtol=0.5,
+                               atol=1e-9)
+    assert all(np.isfinite(v).all() for v in h.grad_norm.values())
+    # a second call from the optimum finds no step that lowers the loss and stops early
+    model, h2 = kanjax.train(model, (x, z), epochs=50, batch_size=len(x), optimizer="lm",
+                             progress=False)
+    assert h2.config.get("converged") and h2.config["stopped_at_epoch"] < 50
+
+
+def test_levenberg_marquardt_rejects_what_it_cannot_do():
+    x = jnp.zeros((10, 2))
+    z = jnp.zeros((10, 1))
+    model = kanjax.KAN([2, 2, 1], rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="full-batch"):
+        kanjax.train(model, (x, z), batch_size=5, optimizer="lm", progress=False)
+    with pytest.raises(ValueError, match="loss='mse'"):
+        kanjax.train(model, (x, jnp.zeros(10, jnp.int32)), batch_size=10, optimizer="lm",
+                     loss="cross_entropy", progress=False)
+    with pytest.raises(ValueError, match="l1/entropy"):
+        kanjax.train(model, (x, z), batch_size=10, optimizer="lm", l1=1e-3, progress=False)
+    big = kanjax.MLP([2, 200, 200, 1], rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="at most"):
+        kanjax.train(big, (x, z), batch_size=10, optimizer="lm", progress=False)
 
 
 def test_ensemble_shared_order_equals_runs_with_the_same_seed(seed_task):
