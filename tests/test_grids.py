@@ -72,7 +72,10 @@ def test_update_grid_is_independent_of_sample_order(rng):
     a.update_grid(x)
     b.update_grid(x[::-1])
     np.testing.assert_allclose(np.asarray(a.grid[...]), np.asarray(b.grid[...]), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(a.coef[...]), np.asarray(b.coef[...]), atol=1e-4)
+    # float32 sums in another order: the function agrees closely; a coefficient of an
+    # extension knot that the samples barely reach may differ a little more
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.coef[...]), np.asarray(b.coef[...]), atol=3e-4)
 
 
 def test_refine_nested_grid_is_exact_and_reshapes():
@@ -146,3 +149,17 @@ def test_training_with_grid_updates_is_deterministic():
         runs.append((h.train_loss, np.asarray(m.layers[1].grid[...])))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_refine_from_few_samples_keeps_the_function_between_them(rng):
+    # The refit uses the old spline everywhere on the new grid's span, not only at the
+    # samples: a fine grid from a few samples must not wiggle between them.
+    layer = smooth_layer(grid_size=5)
+    half = rng.uniform(0.6, 1.0, size=(100, 2))  # samples on both ends, none in the middle
+    x = jnp.asarray(np.concatenate([-half, half]), jnp.float32)
+    lo, hi = x.min(0), x.max(0)
+    dense = lo[None, :] + (hi - lo)[None, :] * jnp.linspace(0, 1, 500)[:, None]
+    before = layer(dense)
+    layer.refine(30, x, grid_eps=1.0)  # uniform knots: many intervals inside the gap
+    err = float(jnp.max(jnp.abs(layer(dense) - before)))
+    assert err < 1e-3 * float(jnp.max(jnp.abs(before))), err
