@@ -223,6 +223,37 @@ def plan_timing(step_s: float, block: int, repeats: int, budget_s: float, can_sh
     return block, repeats
 
 
+def time_python_loop(step, xs, ys, step_s: float, args, base_rss: float, out: dict,
+                     sync=lambda loss: loss):
+    """Warm-up and timed blocks of ``step(x, y) -> loss`` called from Python once per batch.
+
+    ``sync(loss)`` waits for the last step of a block (JAX dispatches asynchronously; eager
+    torch does not need it). Records peak RSS before and during the timed blocks in ``out``;
+    returns ``(times per step, losses, block, repeats)``.
+    """
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    if step_s < args.max_seconds / 4:  # else the (slow) first step is warm-up enough
+        with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)) as ph:
+            for i in range(block):
+                loss = step(xs[i], ys[i])
+            sync(loss)
+        step_s = ph.seconds / block
+        block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, True)
+    out["rss_peak_mb"] = peak_rss_mb() - base_rss
+    reset_peak_rss()
+    times, losses = [], []
+    with Phase("timed", 3 * repeats * block * step_s + 60):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(block):
+                losses.append(step(xs[i], ys[i]))
+            sync(losses[-1])
+            times.append((time.perf_counter() - t) / block)
+    out["rss_steady_mb"] = peak_rss_mb() - base_rss
+    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
+    return times, losses, block, repeats
+
+
 def summarize(times: list[float], batch: int) -> dict:
     import numpy as np
 
@@ -419,26 +450,12 @@ def run_jax_native(impl: str, problem: dict, args) -> dict:
         train_step(model, opt, xs[1 % args.block], ys[1 % args.block]).block_until_ready()
     step_s = ph.seconds
     out["first_step_s"] = step_s
-    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
-    with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)):
-        for i in range(block):
-            loss = train_step(model, opt, xs[i], ys[i])
-        loss.block_until_ready()
-    out["rss_peak_mb"] = peak_rss_mb() - base_rss
-    reset_peak_rss()
-    times, losses = [], []
-    with Phase("timed", 3 * repeats * block * step_s + 60):
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for i in range(block):
-                loss = train_step(model, opt, xs[i], ys[i])
-            loss.block_until_ready()
-            times.append((time.perf_counter() - t) / block)
-            losses.append(float(loss))
-    out["rss_steady_mb"] = peak_rss_mb() - base_rss
-    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
-    out.update(summarize(times, batch), block=block, repeats=repeats, loss_last=losses[-1],
-               finite=bool(np.isfinite(losses).all()))
+    times, losses, block, repeats = time_python_loop(
+        lambda xb, yb: train_step(model, opt, xb, yb), xs, ys, step_s, args, base_rss, out,
+        sync=lambda loss: loss.block_until_ready())
+    losses = np.asarray(losses)
+    out.update(summarize(times, batch), block=block, repeats=repeats,
+               loss_last=float(losses[-1]), finite=bool(np.isfinite(losses).all()))
     return dict(out, status="ok")
 
 
@@ -519,25 +536,7 @@ def run_torch(impl: str, problem: dict, args) -> dict:
         out["rss_peak_mb"] = peak_rss_mb() - base_rss
         return dict(out, status="timeout", note=f"first step {step_s:.1f} s > {args.max_seconds:g} s")
 
-    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
-    if step_s < args.max_seconds / 4:  # else the (slow) first step is warm-up enough
-        with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)) as ph:
-            for i in range(block):
-                loss = step(xs[i], ys[i])
-        step_s = ph.seconds / block
-        block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, True)
-    out["rss_peak_mb"] = peak_rss_mb() - base_rss
-
-    reset_peak_rss()
-    times, losses = [], []
-    with Phase("timed", 3 * repeats * block * step_s + 60):
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for i in range(block):
-                losses.append(step(xs[i], ys[i]))
-            times.append((time.perf_counter() - t) / block)
-    out["rss_steady_mb"] = peak_rss_mb() - base_rss
-    out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
+    times, losses, block, repeats = time_python_loop(step, xs, ys, step_s, args, base_rss, out)
     losses = torch.stack(losses).numpy()
     out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
                loss_last=float(losses[-1]), finite=bool(np.isfinite(losses).all()))

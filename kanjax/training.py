@@ -51,8 +51,9 @@ class History:
       val_loss: loss on ``validation_data`` after the epoch (empty without it).
       learning_rate: learning rate at the last step of the epoch (``nan`` when a custom
         optimizer hides it).
-      wall_time: seconds since ``train`` started, at the end of each epoch (the first
-        entry includes compilation).
+      wall_time: seconds since training started (after compiling), at the end of each
+        epoch; with ``grid_schedule``, since ``train`` was called (so later stages include
+        their refits and compilation).
       grad_norm: per layer (``"layers.0"``, ...), the L2 norm of that layer's gradient,
         averaged over the epoch's steps.
       config: the settings of the run (epochs, batch size, steps per epoch, seed, ...).
@@ -310,6 +311,8 @@ def train(
     grid_update_every: int = 0,
     grid_update_until: int | None = None,
     grid_eps: float = 0.02,
+    grid_margin: float = 0.0,
+    grid_schedule=None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
@@ -350,6 +353,16 @@ def train(
         layer's grid is moved to follow the activations of the whole training set and its
         coefficients are refitted (``KANLayer.update_grid``), inside the compiled epoch.
         ``grid_eps=1`` keeps the knots uniform (and the fast uniform B-spline path).
+        ``grid_margin`` extends each grid beyond the activations by that fraction of their
+        range on both sides (also for ``grid_schedule``).
+      grid_schedule: grid extension, B-spline KANs only: ``[(grid_size, epochs), ...]``.
+        After the ``epochs`` epochs on the model's current grids, each stage refines every
+        layer to ``grid_size`` intervals (:meth:`KAN.refine` on the training inputs, with
+        ``grid_eps`` and ``grid_margin``; every edge keeps its function) and trains
+        ``epochs`` more with the same options. Parameter shapes change, so the optimizer
+        state starts afresh in every stage. The history runs on over all stages (a staircase
+        loss curve); ``history.config["grid_stages"]`` lists ``(first epoch, grid size)``.
+        Not combined with checkpoints or a callback.
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
         (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
         ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
@@ -387,15 +400,63 @@ def train(
     Raises:
       TrainingDiverged: the loss became non-finite; the model keeps the last finite state.
     """
-    model, histories = _fit(
-        model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        optimizer=optimizer, schedule=schedule, loss=loss, validation_data=validation_data,
-        seed=seed, progress=progress, members=None, l1=l1, entropy=entropy,
+    stages = _check_grid_schedule(model, grid_schedule, checkpoint_dir, callback)
+    options = dict(
+        batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+        schedule=schedule, loss=loss, validation_data=validation_data, seed=seed,
+        progress=progress, members=None, l1=l1, entropy=entropy,
         grid_update_every=grid_update_every, grid_update_until=grid_update_until,
-        grid_eps=grid_eps, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        resume=resume, mesh=mesh, callback=callback,
+        grid_eps=grid_eps, grid_margin=grid_margin, mesh=mesh,
     )
-    return model, histories[0]
+    start = time.perf_counter()
+    model, (history,) = _fit(model, data, epochs=epochs, checkpoint_dir=checkpoint_dir,
+                             checkpoint_every=checkpoint_every, resume=resume,
+                             callback=callback, **options)
+    if not stages:
+        return model, history
+
+    def since_start(times):  # a stage's epoch times, shifted to seconds since train() began
+        shift = time.perf_counter() - start - (times[-1] if times else 0.0)
+        return [shift + t for t in times]
+
+    history.wall_time = since_start(history.wall_time)
+    history.config["grid_stages"] = [(0, model.layers[0].grid_size)]
+    history.config["stage_compile_time"] = [history.config["compile_time"]]
+    x = data[0]
+    for grid_size, stage_epochs in stages:
+        first = history.epochs
+        model.refine(grid_size, x, grid_eps=grid_eps, margin=grid_margin)
+        model, (stage,) = _fit(model, data, epochs=stage_epochs, **options)
+        history.train_loss += stage.train_loss
+        history.val_loss += stage.val_loss
+        history.learning_rate += stage.learning_rate
+        history.wall_time += since_start(stage.wall_time)
+        for name, values in stage.grad_norm.items():
+            history.grad_norm.setdefault(name, []).extend(values)
+        history.config["grid_stages"].append((first, grid_size))
+        history.config["stage_compile_time"].append(stage.config["compile_time"])
+        for key in ("stopped_at_epoch", "converged"):
+            if key in stage.config:
+                history.config.setdefault("stage_" + key, []).append((grid_size, stage.config[key]))
+    return model, history
+
+
+def _check_grid_schedule(model, grid_schedule, checkpoint_dir, callback) -> list[tuple[int, int]]:
+    if grid_schedule is None:
+        return []
+    try:
+        stages = [(int(g), int(e)) for g, e in grid_schedule]
+    except (TypeError, ValueError):
+        raise TypeError("grid_schedule must be a sequence of (grid_size, epochs) pairs, got "
+                        f"{grid_schedule!r}") from None
+    if any(g < 1 or e < 0 for g, e in stages):
+        raise ValueError(f"grid_schedule needs grid sizes >= 1 and epochs >= 0, got {stages}")
+    layers = getattr(model, "layers", None)
+    if not isinstance(model, KAN) or any(layer.basis != "bspline" for layer in layers):
+        raise TypeError("grid_schedule needs a kanjax.KAN with B-spline layers")
+    if checkpoint_dir is not None or callback is not None:
+        raise ValueError("grid_schedule is not combined with checkpoint_dir or callback")
+    return stages
 
 
 def train_ensemble(
@@ -486,7 +547,8 @@ def _ensemble_size(model) -> int:
 
 def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule, loss,
          validation_data, seed, progress, members, l1=0.0, entropy=0.0,
-         grid_update_every=0, grid_update_until=None, grid_eps=0.02, shared_order=False,
+         grid_update_every=0, grid_update_until=None, grid_eps=0.02, grid_margin=0.0,
+         shared_order=False,
          checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
     lm = isinstance(optimizer, str) and optimizer == "lm"
@@ -625,7 +687,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         for layer in m.layers[:-1]:
             inputs.append(layer(inputs[-1]))
         for layer, h in zip(m.layers, inputs):
-            layer._update_grid_traced(h, grid_eps=grid_eps, margin=0.0, ridge=1e-6)
+            layer._update_grid_traced(h, grid_eps=grid_eps, margin=grid_margin, ridge=1e-6)
         _, new_params, new_rest = nnx.split(m, nnx.Param, ...)
         return ravel(new_params), new_rest
 
@@ -659,18 +721,15 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             else:
                 value, tree_grads = jax.value_and_grad(batch_loss)(unravel(p), r, xb, yb, wb)
                 grads = ravel(tree_grads)
-            if lm:
-                pass
-            elif lbfgs or isinstance(tx, optax.GradientTransformationExtraArgs):
-                # line-search optimizers (optax.lbfgs, scale_by_zoom_linesearch chains) need
-                # the loss; transformations that do not use these arguments ignore them
-                updates, s = tx.update(
-                    grads, s, p, value=value, grad=grads,
-                    value_fn=lambda q: batch_loss(unravel(q), r, xb, yb, wb),
-                )
-            else:
-                updates, s = tx.update(grads, s, p)
-            if not lm:
+                if lbfgs or isinstance(tx, optax.GradientTransformationExtraArgs):
+                    # line-search optimizers (optax.lbfgs, scale_by_zoom_linesearch chains)
+                    # need the loss; transformations that do not use these arguments ignore them
+                    updates, s = tx.update(
+                        grads, s, p, value=value, grad=grads,
+                        value_fn=lambda q: batch_loss(unravel(q), r, xb, yb, wb),
+                    )
+                else:
+                    updates, s = tx.update(grads, s, p)
                 p = optax.apply_updates(p, updates)
             sq = [jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree_grads)]
             norms = jnp.stack(
@@ -726,6 +785,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed, l1=l1,
             entropy=entropy, grid_update_every=grid_update_every,
             grid_update_until=grid_update_until, grid_eps=grid_eps, validation=has_val,
+            # recorded only when used, so checkpoints written before the option still resume
+            **({"grid_margin": grid_margin} if grid_margin else {}),
         ))
         restored = checkpoints.restore(graphdef, params, rest, opt_state) if resume else None
         if restored is not None:

@@ -163,3 +163,28 @@ def test_refine_from_few_samples_keeps_the_function_between_them(rng):
     layer.refine(30, x, grid_eps=1.0)  # uniform knots: many intervals inside the gap
     err = float(jnp.max(jnp.abs(layer(dense) - before)))
     assert err < 1e-3 * float(jnp.max(jnp.abs(before))), err
+
+
+def test_train_with_a_grid_schedule_extends_grids_and_keeps_one_history():
+    x = jax.random.uniform(jax.random.key(2), (200, 2), minval=-1, maxval=1)
+    y = jnp.sin(2 * x[:, :1]) * x[:, 1:]
+    xt = jax.random.uniform(jax.random.key(3), (200, 2), minval=-1, maxval=1)
+    yt = jnp.sin(2 * xt[:, :1]) * xt[:, 1:]
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=3, rngs=nnx.Rngs(0))
+    model, h = kanjax.train(model, (x, y), epochs=4, batch_size=200, optimizer="lm",
+                            validation_data=(xt, yt), grid_schedule=[(6, 4), (12, 4)],
+                            grid_margin=0.1, progress=False)
+    assert [layer.grid_size for layer in model.layers] == [12, 12]
+    starts = [first for first, _ in h.config["grid_stages"]]
+    assert [g for _, g in h.config["grid_stages"]] == [3, 6, 12]
+    assert starts[0] == 0 and starts[1] <= 4 and starts[2] <= starts[1] + 4
+    assert len(h.train_loss) == len(h.val_loss) == len(h.wall_time)
+    assert all(np.diff(h.wall_time) > 0)
+    # the finer grids fit better (each stage starts from the refined, function-keeping model)
+    assert h.train_loss[-1] < h.train_loss[starts[1] - 1] < h.train_loss[0]
+    np.testing.assert_allclose(h.val_loss[-1], kanjax.evaluate(model, (xt, yt)), rtol=1e-4)
+    with pytest.raises(TypeError, match="B-spline"):
+        kanjax.train(kanjax.KAN([2, 1], basis="taylor", rngs=nnx.Rngs(0)), (x, y),
+                     grid_schedule=[(5, 1)], progress=False)
+    with pytest.raises(ValueError, match="grid sizes >= 1"):
+        kanjax.train(model, (x, y), grid_schedule=[(0, 1)], progress=False)
