@@ -69,11 +69,8 @@ def kan_layer_kmajor(
     backward pass contracts over the ``K`` basis functions, which XLA:CPU does ~3x faster
     over a middle axis than over a small minor one.
     """
-    n_in, n_out, k = coef.shape
-    lead = basis_kmajor.shape[:-2]
     features = jnp.concatenate([jax.nn.silu(x)[..., None, :], basis_kmajor], axis=-2)
-    weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
-    y = features.reshape(*lead, (k + 1) * n_in) @ weights.reshape((k + 1) * n_in, n_out)
+    y = _flat(features) @ _stacked_weights(w_base, w_spline, coef)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
@@ -113,9 +110,7 @@ def kan_layer_from_basis(
     knots that are not trained) cost nothing: their terms are skipped, not multiplied by
     zero. Forward mode and higher derivatives (``jax.hessian`` in ``x``) work as usual.
     """
-    n_in, n_out, k = coef.shape
-    weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
-    y = _features_matmul(basis_fn, x, tuple(basis_args), weights.reshape((k + 1) * n_in, n_out))
+    y = _features_matmul(basis_fn, x, tuple(basis_args), _stacked_weights(w_base, w_spline, coef))
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
@@ -128,6 +123,13 @@ def _features(basis_fn, x, basis_args):
 
 def _flat(f):
     return f.reshape(*f.shape[:-2], f.shape[-2] * f.shape[-1])
+
+
+def _stacked_weights(w_base, w_spline, coef):
+    """``((K + 1) * n_in, n_out)``: ``w_base`` over ``coef * w_spline``, rows k-major."""
+    n_in, n_out, k = coef.shape
+    weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
+    return weights.reshape((k + 1) * n_in, n_out)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -416,8 +416,7 @@ class KANLayer(nnx.Module):
             )
 
 
-@nnx.jit
-def _layer_inputs(model, x):
+def _inputs_of_layers(model, x):
     """The inputs each layer of ``model`` receives from ``x``: a list, ``x`` first."""
     inputs = [x]
     for layer in model.layers[:-1]:
@@ -425,16 +424,16 @@ def _layer_inputs(model, x):
     return inputs
 
 
+_layer_inputs = nnx.jit(_inputs_of_layers)  # one compiled forward pass, for the host side
+
+
 @functools.partial(fast_compile_jit, static_argnums=(0, 3, 4, 5, 6))
 def _refine_all(graphdef, state, x, grid_size, grid_eps, margin, ridge):
     """``[(grid, coef)]`` of every layer of a B-spline KAN refined on the inputs from ``x``."""
     model = nnx.merge(graphdef, state)
-    out = []
-    for layer in model.layers:
-        out.append(_regrid(x, layer.grid[...], layer.coef[...], grid_size, layer.order,
-                           grid_eps, margin, ridge, layer.uniform))
-        x = layer(x)
-    return out
+    return [_regrid(h, layer.grid[...], layer.coef[...], grid_size, layer.order, grid_eps,
+                    margin, ridge, layer.uniform)
+            for layer, h in zip(model.layers, _inputs_of_layers(model, x))]
 
 
 # Basis functions in the layer's k-major layout, ``(..., n_in) -> (..., K, n_in)``: one
