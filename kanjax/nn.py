@@ -431,9 +431,37 @@ _layer_inputs = nnx.jit(_inputs_of_layers)  # one compiled forward pass, for the
 def _refine_all(graphdef, state, x, grid_size, grid_eps, margin, ridge):
     """``[(grid, coef)]`` of every layer of a B-spline KAN refined on the inputs from ``x``."""
     model = nnx.merge(graphdef, state)
-    return [_regrid(h, layer.grid[...], layer.coef[...], grid_size, layer.order, grid_eps,
-                    margin, ridge, layer.uniform)
-            for layer, h in zip(model.layers, _inputs_of_layers(model, x))]
+    return _regrid_layers(model.layers, _inputs_of_layers(model, x), [grid_size] * len(model.layers),
+                          grid_eps, margin, ridge)
+
+
+def _regrid_layers(layers, inputs, grid_sizes, grid_eps, margin, ridge):
+    """:func:`_regrid` of several B-spline layers (``[(grid, coef)]``), traced once per kind.
+
+    Layers with the same order, knot count, uniform flag and new grid size are regridded
+    as one: their inputs are stacked as columns (grids and fits are per input column
+    anyway) and their outputs zero-padded to the widest. A [2, 5, 1] KAN then compiles one
+    refit instead of one per layer.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, (layer, size) in enumerate(zip(layers, grid_sizes)):
+        key = (layer.grid.shape[-1], layer.order, layer.uniform, size)
+        groups.setdefault(key, []).append(i)
+    out = [None] * len(layers)
+    for (_, order, uniform, size), members in groups.items():
+        n_out = max(layers[i].out_features for i in members)
+        coef = jnp.concatenate([
+            jnp.pad(layers[i].coef[...], ((0, 0), (0, n_out - layers[i].out_features), (0, 0)))
+            for i in members])
+        grid, coef = _regrid(jnp.concatenate([inputs[i] for i in members], axis=-1),
+                             jnp.concatenate([layers[i].grid[...] for i in members]), coef,
+                             size, order, grid_eps, margin, ridge, uniform)
+        start = 0
+        for i in members:
+            n_in, n_o = layers[i].in_features, layers[i].out_features
+            out[i] = grid[start:start + n_in], coef[start:start + n_in, :n_o]
+            start += n_in
+    return out
 
 
 # Basis functions in the layer's k-major layout, ``(..., n_in) -> (..., K, n_in)``: one

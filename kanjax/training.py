@@ -29,7 +29,7 @@ from flax import nnx
 from kanjax import lm as lm_lib
 from kanjax._xla import FAST_COMPILE_OPTIONS, fast_compile_jit
 from kanjax import losses as losses_lib
-from kanjax.nn import KAN, _inputs_of_layers
+from kanjax.nn import KAN, _inputs_of_layers, _regrid_layers
 
 __all__ = [
     "History",
@@ -687,8 +687,11 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         """Every layer's grid from the activations of all training inputs; coef refitted."""
         m = nnx.merge(graphdef, unravel(p), r)
         # every layer's inputs from the current model, as KAN.update_grid takes them
-        for layer, h in zip(m.layers, _inputs_of_layers(m, x)):
-            layer._update_grid_traced(h, grid_eps=grid_eps, margin=grid_margin, ridge=1e-6)
+        refits = _regrid_layers(m.layers, _inputs_of_layers(m, x),
+                                [layer.grid_size for layer in m.layers], float(grid_eps),
+                                float(grid_margin), 1e-6)
+        for layer, (grid, coef) in zip(m.layers, refits):
+            layer.grid[...], layer.coef[...] = grid, coef
         _, new_params, new_rest = nnx.split(m, nnx.Param, ...)
         return ravel(new_params), new_rest
 
