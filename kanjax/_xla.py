@@ -24,7 +24,11 @@ def fast_compile_jit(fun, **jit_kwargs):
         if "jit" not in compiled:
             options = FAST_COMPILE_OPTIONS if jax.default_backend() == "cpu" else None
             compiled["jit"] = jax.jit(fun, compiler_options=options, **jit_kwargs)
-        return compiled["jit"](*args, **kwargs)
+            compiled["nested"] = jax.jit(fun, **jit_kwargs)
+        # Inside another trace (jit, vmap, eval_shape) it is part of the caller's program,
+        # which does not take compiler options of its own.
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
+        return compiled["nested" if traced else "jit"](*args, **kwargs)
 
     call.__wrapped__ = fun
     call.__doc__ = fun.__doc__

@@ -131,10 +131,11 @@ def uniform_grid(
     if not lo < hi:
         raise ValueError(f"grid_range must satisfy lo < hi, got {grid_range}")
     h = (hi - lo) / grid_size
-    knots = lo + h * jnp.arange(-order, grid_size + order + 1, dtype=dtype)
+    # Static numbers only: computed on the host, so no program is compiled per grid shape.
+    knots = lo + h * np.arange(-order, grid_size + order + 1, dtype=np.float64)
     if num_inputs is not None:
-        knots = jnp.broadcast_to(knots, (int(num_inputs), knots.shape[0]))
-    return knots
+        knots = np.broadcast_to(knots, (int(num_inputs), knots.shape[0]))
+    return jnp.asarray(knots.astype(jnp.dtype(dtype)))
 
 
 def num_bspline_functions(num_knots: int, order: int) -> int:

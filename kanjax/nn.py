@@ -28,18 +28,8 @@ __all__ = ["SplineGrid", "EdgeMask", "SymbolicMask", "SymbolicIndex", "KANLayer"
 _BASES = ("taylor", "bspline")
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _uniform_block(key, size, dtype):
-    return jax.random.uniform(key, (size,), dtype, -1.0, 1.0)
-
-
-@functools.partial(jax.jit, static_argnums=tuple(range(1, 8)))
-def _shape_weights(block, n_in, n_out, num_basis, base_scale, coef_scale, spline_value, dtype):
-    n_base = n_in * n_out
-    w_base = block[:n_base].reshape(n_in, n_out) * base_scale
-    coef = block[n_base : n_base * (1 + num_basis)].reshape(n_in, n_out, num_basis) * coef_scale
-    w_spline = jnp.full((n_in, n_out), spline_value, dtype)
-    return w_base.astype(dtype), w_spline, coef.astype(dtype)
+_uniform_block = functools.partial(fast_compile_jit, static_argnums=(1, 2))(
+    lambda key, size, dtype: jax.random.uniform(key, (size,), dtype, -1.0, 1.0))
 
 
 def _init_weights(key, n_in, n_out, num_basis, base_init, spline_init, coef_init, dtype):
@@ -48,20 +38,24 @@ def _init_weights(key, n_in, n_out, num_basis, base_init, spline_init, coef_init
     ``w_base ~ U(-1, 1) * base_init / sqrt(n_in)``, ``w_spline = spline_init / sqrt(n_in)``
     and ``coef`` uniform with zero mean and standard deviation ``coef_init / sqrt(K)``.
 
-    XLA compiles a random-number program once per shape, which costs ~0.2-0.3 s each on
-    CPU; the numbers are therefore drawn in power-of-two blocks (one compiled program
-    serves every layer of most networks) and cut to shape by a small jitted function.
+    XLA compiles a random-number program once per shape, which costs ~0.1-0.3 s on CPU; the
+    numbers are therefore drawn in power-of-two blocks (one compiled program serves every
+    layer of most networks) and cut to shape on the host (with ``jax.numpy`` when the
+    constructor is traced, e.g. under ``nnx.vmap`` for an ensemble).
     """
     dtype = jnp.dtype(dtype)
-    n = n_in * n_out * (1 + num_basis)
+    n_base = n_in * n_out
+    n = n_base * (1 + num_basis)
     block = _uniform_block(key, max(1024, 1 << (n - 1).bit_length()), dtype)
-    return _shape_weights(
-        block, n_in, n_out, num_basis,
-        base_init / math.sqrt(n_in),
-        coef_init * math.sqrt(3.0 / num_basis),  # U(-1, 1) has std 1/sqrt(3)
-        spline_init / math.sqrt(n_in),
-        dtype,
-    )
+    xp = jnp if isinstance(block, jax.core.Tracer) else np
+    block = block if xp is jnp else np.asarray(block, np.float32)
+    w_base = block[:n_base].reshape(n_in, n_out) * (base_init / math.sqrt(n_in))
+    coef = block[n_base:n].reshape(n_in, n_out, num_basis) * (
+        coef_init * math.sqrt(3.0 / num_basis))  # U(-1, 1) has std 1/sqrt(3)
+    w_spline = xp.full((n_in, n_out), spline_init / math.sqrt(n_in), np.float32)
+    if xp is np:  # cast on the host: jnp.asarray(a, dtype) would compile a conversion
+        return tuple(jnp.asarray(a.astype(dtype)) for a in (w_base, w_spline, coef))
+    return tuple(a.astype(dtype) for a in (w_base, w_spline, coef))
 
 
 class EdgeMask(nnx.Variable):
@@ -200,8 +194,9 @@ class KANLayer(nnx.Module):
         self.w_base = nnx.Param(w_base)
         self.w_spline = nnx.Param(w_spline)
         self.coef = nnx.Param(coef)
-        self.bias = nnx.Param(jnp.zeros((n_out,), param_dtype)) if use_bias else None
-        self.mask = EdgeMask(jnp.ones((n_in, n_out), param_dtype))
+        host_dtype = jnp.dtype(param_dtype)  # filled on the host: no program per shape
+        self.bias = nnx.Param(jnp.asarray(np.zeros(n_out, host_dtype))) if use_bias else None
+        self.mask = EdgeMask(jnp.asarray(np.ones((n_in, n_out), host_dtype)))
         # symbolic edges (kanjax.symbolic.fix_symbolic); absent until the first one is set
         self.sym_names: tuple[str, ...] = ()
         self.sym_mask = nnx.data(None)

@@ -263,3 +263,38 @@ def test_gradient_wrt_knots_flows_through_the_layer():
     got, want = (jax.jit(jax.grad(f))(grid)["grid"][...] for f in (ours, ref))
     assert np.abs(want).max() > 1e-3  # the check is not vacuous
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_initial_weights_follow_their_distribution_and_match_when_traced():
+    """Init draws on the host when it can; traced construction (nnx.vmap, eval_shape) must agree."""
+    layer = kanjax.KANLayer(16, 24, grid_size=5, order=3, coef_init=0.1, base_init=1.0,
+                            spline_init=1.0, rngs=nnx.Rngs(3))
+    w_base, coef = np.asarray(layer.w_base[...]), np.asarray(layer.coef[...])
+    assert abs(w_base.std() - 1 / np.sqrt(3) / 4) < 0.02  # U(-1, 1) / sqrt(16)
+    assert abs(coef.std() - 0.1 / np.sqrt(8)) < 0.003  # std coef_init / sqrt(K), K = 8
+    np.testing.assert_allclose(layer.w_spline[...], np.full((16, 24), 0.25))
+    assert layer.mask[...].dtype == jnp.float32 and bool(jnp.all(layer.mask[...] == 1))
+
+    @jax.jit
+    def traced(key):
+        m = kanjax.KANLayer(16, 24, grid_size=5, order=3, rngs=nnx.Rngs(params=key))
+        return m.w_base[...], m.w_spline[...], m.coef[...], m.grid[...]
+
+    eager = kanjax.KANLayer(16, 24, grid_size=5, order=3, rngs=nnx.Rngs(params=jax.random.key(7)))
+    for a, b in zip(traced(jax.random.key(7)), (eager.w_base, eager.w_spline, eager.coef, eager.grid)):
+        np.testing.assert_allclose(a, b[...], rtol=1e-6, atol=1e-7)
+    # bfloat16 parameters are drawn and cast on the host too
+    half = kanjax.KANLayer(4, 3, param_dtype=jnp.bfloat16, use_bias=True, rngs=nnx.Rngs(0))
+    assert {half.w_base.dtype, half.coef.dtype, half.bias.dtype, half.grid.dtype} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_fast_compile_jit_nests_inside_other_traces():
+    from kanjax._xla import fast_compile_jit
+
+    f = fast_compile_jit(lambda x, n: jnp.sin(x) * n, static_argnums=1)
+    x = jnp.linspace(-1.0, 1.0, 7)
+    np.testing.assert_allclose(f(x, 3), jnp.sin(x) * 3, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda v: f(v, 2))(x), jnp.sin(x) * 2, rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(lambda v: f(v, 2))(x[:, None])[:, 0], jnp.sin(x) * 2,
+                               rtol=1e-6)
+    assert jax.eval_shape(lambda v: f(v, 1), x).shape == (7,)
