@@ -172,22 +172,74 @@ def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
             f"a grid of {grid.shape[-1]} knots carries no order-{order} B-spline; "
             f"need at least {order + 2} knots"
         )
-    xe = x[..., None]  # (..., n_in, 1)
-    t = grid.reshape((1,) * (x.ndim - 1) + grid.shape)  # (1..., n_in, n_knots)
-    basis = ((xe >= t[..., :-1]) & (xe < t[..., 1:])).astype(x.dtype)
+    return jnp.swapaxes(_bspline_kmajor(x, grid, order), -1, -2)
+
+
+def _inverse_spans(knots: jax.Array, p: int) -> jax.Array:
+    """``1 / (t[j + p] - t[j])`` along axis 0 of ``knots``, ``0`` where the span is empty."""
+    span = knots[p:] - knots[:-p]
+    nonzero = span != 0
+    return jnp.where(nonzero, 1.0 / jnp.where(nonzero, span, 1.0), 0.0)
+
+
+def _cox_de_boor_kmajor(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
+    """``(..., n_in) -> (..., n_knots - order - 1, n_in)`` for knots ``(n_knots, n_in)``.
+
+    ``B_{j,p} = (x - t_j) B_{j,p-1} / (t_{j+p} - t_j) + (t_{j+p+1} - x) B_{j+1,p-1} /
+    (t_{j+p+1} - t_{j+1})``; the reciprocal spans depend on the knots only, so the work
+    on ``x`` (and its derivatives) is a few multiply-adds per level.
+    """
+    xe, t = x[..., None, :], _lead(knots, x)
+    basis = ((xe >= t[..., :-1, :]) & (xe < t[..., 1:, :])).astype(x.dtype)
     for p in range(1, order + 1):
-        left_den = t[..., p:-1] - t[..., : -(p + 1)]
-        right_den = t[..., p + 1 :] - t[..., 1:-p]
-        left = _safe_ratio(xe - t[..., : -(p + 1)], left_den)
-        right = _safe_ratio(t[..., p + 1 :] - xe, right_den)
-        basis = left * basis[..., :-1] + right * basis[..., 1:]
+        basis = _cox_de_boor_level(xe, t, _lead(_inverse_spans(knots, p), x), p, basis)
     return basis
 
 
-def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den`` with ``0`` where ``den == 0`` (repeated knots), gradient-safe."""
-    nonzero = den != 0
-    return jnp.where(nonzero, num / jnp.where(nonzero, den, 1.0), 0.0)
+def _lead(a: jax.Array, x: jax.Array) -> jax.Array:
+    """``a`` with unit axes in front for each batch axis of ``x`` (explicit broadcasting)."""
+    return a.reshape((1,) * (x.ndim - 1) + a.shape)
+
+
+def _cox_de_boor_level(xe, t, inv, p, lower):
+    """Order-``p`` functions from the order ``p - 1`` ones (``inv``: reciprocal ``p``-spans)."""
+    left = (xe - t[..., : -(p + 1), :]) * inv[..., :-1, :]
+    right = (t[..., p + 1 :, :] - xe) * inv[..., 1:, :]
+    return left * lower[..., :-1, :] + right * lower[..., 1:, :]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _bspline_kmajor_t(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
+    return _cox_de_boor_kmajor(x, knots, order)
+
+
+@functools.partial(_bspline_kmajor_t.defjvp, symbolic_zeros=True)
+def _bspline_kmajor_t_jvp(order, primals, tangents):
+    """Analytic ``d/dx B_{j,k} = k (B_{j,k-1} / (t_{j+k} - t_j) - B_{j+1,k-1} / (t_{j+k+1} - t_{j+1}))``."""
+    x, knots = primals
+    x_dot, knots_dot = tangents
+    if order == 0:  # piecewise constant: zero derivative almost everywhere
+        value, slope = _cox_de_boor_kmajor(x, knots, 0), None
+    else:
+        lower = _cox_de_boor_kmajor(x, knots, order - 1)  # (..., K + 1, n_in)
+        inv = _lead(_inverse_spans(knots, order), x)
+        value = _cox_de_boor_level(x[..., None, :], _lead(knots, x), inv, order, lower)
+        slope = order * (inv[..., :-1, :] * lower[..., :-1, :] - inv[..., 1:, :] * lower[..., 1:, :])
+    out = jnp.zeros_like(value)
+    if slope is not None and not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+        out = slope * x_dot[..., None, :]
+    if not isinstance(knots_dot, jax.custom_derivatives.SymbolicZero):  # trained knots
+        out = out + jax.jvp(lambda t: _cox_de_boor_kmajor(x, t, order), (knots,), (knots_dot,))[1]
+    return value, out
+
+
+def _bspline_kmajor(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
+    """:func:`bspline_basis` in the layer layout ``(..., n_knots - order - 1, n_in)``.
+
+    ``grid`` is ``(n_in, n_knots)``. The derivative in ``x`` is analytic (B-spline
+    derivatives are lower-order B-splines); knot derivatives trace the recursion.
+    """
+    return _bspline_kmajor_t(x, jnp.swapaxes(grid, 0, 1), int(order))
 
 
 def uniform_bspline_basis(

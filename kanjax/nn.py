@@ -216,7 +216,7 @@ class KANLayer(nnx.Module):
             step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
             return basis_lib._uniform_bspline_kmajor(
                 x, knots[:, 0], step, self.num_basis, self.order)
-        return jnp.swapaxes(basis_lib.bspline_basis(x, knots, self.order), -1, -2)
+        return basis_lib._bspline_kmajor(x, knots, self.order)
 
     # ---------------------------------------------------------------- grids (B-spline)
 
@@ -480,7 +480,7 @@ def _uniform_bspline(num_basis: int, order: int):
 @functools.lru_cache(maxsize=None)
 def _bspline(order: int):
     def basis(x, knots):
-        return jnp.swapaxes(basis_lib.bspline_basis(x, knots, order), -1, -2)
+        return basis_lib._bspline_kmajor(x, knots, order)
     return basis
 
 
