@@ -636,6 +636,23 @@ class KAN(nnx.Module):
             layer.uniform = _is_uniform(grid)
 
 
+def _refined_like(model: KAN, grid_size: int, uniform: bool) -> KAN:
+    """A stand-in with the structure ``model.refine(grid_size, x)`` gives, arrays all zero.
+
+    For compiling a refined model's programs before its values exist (grid schedules);
+    it must change what :meth:`KAN.refine` changes. Built on the host: no compiled program.
+    """
+    stand_in = nnx.clone(model)
+    for layer in stand_in.layers:
+        n_in, n_out, order = layer.in_features, layer.out_features, layer.order
+        layer.grid = SplineGrid(jnp.asarray(np.zeros((n_in, grid_size + 2 * order + 1),
+                                                     layer.grid[...].dtype)))
+        layer.coef = nnx.Param(jnp.asarray(np.zeros((n_in, n_out, grid_size + order),
+                                                    layer.coef[...].dtype)))
+        layer.grid_size, layer.num_basis, layer.uniform = grid_size, grid_size + order, uniform
+    return stand_in
+
+
 class MLP(nnx.Module):
     """Multi-layer perceptron baseline with the same ``widths`` convention as :class:`KAN`.
 

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from flax import nnx
 from kanjax import lm as lm_lib
 from kanjax._xla import FAST_COMPILE_OPTIONS, fast_compile_jit
 from kanjax import losses as losses_lib
-from kanjax.nn import KAN, _inputs_of_layers, _regrid_layers
+from kanjax.nn import KAN, _inputs_of_layers, _refined_like, _regrid_layers
 
 __all__ = [
     "History",
@@ -290,6 +290,59 @@ def _compile(jitted, *args, work: float = 0.0):
     return lowered.compile()
 
 
+class _Program(NamedTuple):
+    """A compiled epoch program and what it was compiled for."""
+
+    signature: tuple
+    epoch_fn: Callable
+
+
+def _signature(graphdef, *args) -> tuple:
+    """What decides a compiled epoch program besides the options: structure and shapes."""
+    leaves, treedef = jax.tree.flatten(args)
+    return graphdef, treedef, tuple(
+        (np.shape(a), str(getattr(a, "dtype", type(a)))) if hasattr(a, "shape") else a
+        for a in leaves)
+
+
+def _program_result(program) -> _Program | None:
+    """The program a future holds, or ``None`` if it failed (then the caller compiles)."""
+    if program is None:
+        return None
+    try:
+        return program.result()
+    except Exception:  # the same error, if real, is raised where the stage runs
+        return None
+
+
+class _CompileAhead:
+    """Compiles every grid-schedule stage's epoch program in a background thread.
+
+    The stages' shapes are known up front: a stand-in with each stage's structure (zero
+    arrays of the refined shapes, :func:`kanjax.nn._refined_like`) is compiled with
+    ``compile_only`` while the earlier stages refine and run on the main thread. XLA
+    compiles without holding the GIL, so the two overlap (the refits stay on the main
+    thread: a 2-core CPU has no room for a longer background chain). A stage whose model
+    turns out different (or whose compile fails) is compiled as usual.
+    """
+
+    def __init__(self, model, data, stages, options):
+        import concurrent.futures
+
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kanjax-compile")
+        uniform = options["grid_eps"] == 1.0  # refined knots are uniform only then
+
+        def compile_stage(grid_size, epochs):
+            stand_in = _refined_like(model, grid_size, uniform)
+            return _fit(stand_in, data, epochs=epochs, compile_only=True, **options)
+
+        # one worker: the programs compile in the order the stages need them
+        self.programs = [self._pool.submit(compile_stage, g, e) for g, e in stages]
+
+    def close(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -362,7 +415,9 @@ def train(
         ``epochs`` more with the same options. Parameter shapes change, so the optimizer
         state starts afresh in every stage. The history runs on over all stages (a staircase
         loss curve); ``history.config["grid_stages"]`` lists ``(first epoch, grid size)``.
-        Not combined with checkpoints or a callback.
+        The later stages' epoch programs compile in a background thread while the earlier
+        stages run (``config["stage_compiled_ahead"]``; ``stage_compile_time`` is then the
+        wait for them). Not combined with checkpoints or a callback.
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
         (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
         ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
@@ -409,9 +464,16 @@ def train(
         grid_eps=grid_eps, grid_margin=grid_margin, mesh=mesh,
     )
     start = time.perf_counter()
-    model, (history,) = _fit(model, data, epochs=epochs, checkpoint_dir=checkpoint_dir,
-                             checkpoint_every=checkpoint_every, resume=resume,
-                             callback=callback, **options)
+    # every later stage's programs compile in the background while this one runs
+    ahead = _CompileAhead(model, data, stages, options) if stages else None
+    try:
+        model, (history,) = _fit(model, data, epochs=epochs, checkpoint_dir=checkpoint_dir,
+                                 checkpoint_every=checkpoint_every, resume=resume,
+                                 callback=callback, **options)
+    except BaseException:
+        if ahead is not None:
+            ahead.close()
+        raise
     if not stages:
         return model, history
 
@@ -423,21 +485,28 @@ def train(
     history.config["grid_stages"] = [(0, model.layers[0].grid_size)]
     history.config["stage_compile_time"] = [history.config["compile_time"]]
     x = data[0]
-    for grid_size, stage_epochs in stages:
-        first = history.epochs
-        model.refine(grid_size, x, grid_eps=grid_eps, margin=grid_margin)
-        model, (stage,) = _fit(model, data, epochs=stage_epochs, **options)
-        history.train_loss += stage.train_loss
-        history.val_loss += stage.val_loss
-        history.learning_rate += stage.learning_rate
-        history.wall_time += since_start(stage.wall_time)
-        for name, values in stage.grad_norm.items():
-            history.grad_norm.setdefault(name, []).extend(values)
-        history.config["grid_stages"].append((first, grid_size))
-        history.config["stage_compile_time"].append(stage.config["compile_time"])
-        for key in ("stopped_at_epoch", "converged"):
-            if key in stage.config:
-                history.config.setdefault("stage_" + key, []).append((grid_size, stage.config[key]))
+    try:
+        for i, (grid_size, stage_epochs) in enumerate(stages):
+            first = history.epochs
+            model.refine(grid_size, x, grid_eps=grid_eps, margin=grid_margin)
+            model, (stage,) = _fit(model, data, epochs=stage_epochs, program=ahead.programs[i],
+                                   **options)
+            history.train_loss += stage.train_loss
+            history.val_loss += stage.val_loss
+            history.learning_rate += stage.learning_rate
+            history.wall_time += since_start(stage.wall_time)
+            for name, values in stage.grad_norm.items():
+                history.grad_norm.setdefault(name, []).extend(values)
+            history.config["grid_stages"].append((first, grid_size))
+            history.config["stage_compile_time"].append(stage.config["compile_time"])
+            history.config.setdefault("stage_compiled_ahead", []).append(
+                stage.config["compiled_ahead"])
+            for key in ("stopped_at_epoch", "converged"):
+                if key in stage.config:
+                    history.config.setdefault("stage_" + key, []).append(
+                        (grid_size, stage.config[key]))
+    finally:
+        ahead.close()
     return model, history
 
 
@@ -549,8 +618,14 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
          validation_data, seed, progress, members, l1=0.0, entropy=0.0,
          grid_update_every=0, grid_update_until=None, grid_eps=0.02, grid_margin=0.0,
          shared_order=False,
-         checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None):
-    """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``."""
+         checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None,
+         compile_only=False, program=None):
+    """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``.
+
+    ``compile_only``: return the compiled epoch program (a :class:`_Program`) instead of
+    training. ``program``: a future of such a program, compiled ahead for this model's
+    structure (grid schedules); used when its signature matches, else compiled here.
+    """
     lm = isinstance(optimizer, str) and optimizer == "lm"
     if lm and isinstance(mesh, str) and mesh == "auto":
         mesh = None  # Levenberg-Marquardt solves on one device
@@ -771,13 +846,13 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         # One shuffle for all members: the minibatches (and the first layer's basis) are
         # computed once per step instead of once per member.
         keys = base_key
-        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, None, None), out_axes=(0, 0, 0, 0, 0))
+        program_fn = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, None, None), out_axes=(0, 0, 0, 0, 0))
     elif ensemble:
         # Member i shuffles exactly as train(..., seed=seed + i) would.
         keys = jax.vmap(jax.random.key)(seed + jnp.arange(members))
-        program = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0, None), out_axes=(0, 0, 0, 0, 0))
+        program_fn = jax.vmap(run_epoch, in_axes=(0, 0, 0, None, 0, None), out_axes=(0, 0, 0, 0, 0))
     else:
-        keys, program = base_key, run_epoch
+        keys, program_fn = base_key, run_epoch
 
     resumed_from, restored_history = 0, None
     if checkpoints is not None:
@@ -808,11 +883,19 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     work = 6.0 * n_theta * batch_size * steps * (epochs - resumed_from) * (1 + 2 * lbfgs)
     if lm:  # normal equations and Cholesky solves: dense linear algebra, compiled either way
         work = 0.0
-    epoch_fn = _compile(
-        jax.jit(program, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0), keys,
-        arrays, work=work,
-    )
-    compile_time = time.perf_counter() - compile_start
+    signature = _signature(graphdef, theta, opt_state, rest, keys, arrays, work)
+    ahead = _program_result(program)
+    compiled_ahead = ahead is not None and ahead.signature == signature
+    if compiled_ahead:
+        epoch_fn = ahead.epoch_fn
+    else:
+        epoch_fn = _compile(
+            jax.jit(program_fn, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0),
+            keys, arrays, work=work,
+        )
+    compile_time = time.perf_counter() - compile_start  # waiting for a program made ahead, if any
+    if compile_only:
+        return _Program(signature, epoch_fn)
 
     config = dict(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, n_samples=n,
                   learning_rate=learning_rate if optimizer is None else None,
@@ -820,6 +903,8 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                   loss=loss_name or getattr(loss, "__name__", "custom"), seed=seed,
                   backend=jax.default_backend(), compile_time=compile_time,
                   devices=1 if mesh is None else int(mesh.size))
+    if program is not None:
+        config["compiled_ahead"] = compiled_ahead
     if mesh is not None:
         config["sharding"] = _program_report(epoch_fn, mesh)
     n_hist = members if ensemble else 1

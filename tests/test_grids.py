@@ -175,6 +175,8 @@ def test_train_with_a_grid_schedule_extends_grids_and_keeps_one_history():
                             validation_data=(xt, yt), grid_schedule=[(6, 4), (12, 4)],
                             grid_margin=0.1, progress=False)
     assert [layer.grid_size for layer in model.layers] == [12, 12]
+    # both later stages ran programs compiled in the background from stand-ins
+    assert h.config["stage_compiled_ahead"] == [True, True]
     starts = [first for first, _ in h.config["grid_stages"]]
     assert [g for _, g in h.config["grid_stages"]] == [3, 6, 12]
     assert starts[0] == 0 and starts[1] <= 4 and starts[2] <= starts[1] + 4
@@ -188,3 +190,27 @@ def test_train_with_a_grid_schedule_extends_grids_and_keeps_one_history():
                      grid_schedule=[(5, 1)], progress=False)
     with pytest.raises(ValueError, match="grid sizes >= 1"):
         kanjax.train(model, (x, y), grid_schedule=[(0, 1)], progress=False)
+
+
+def test_grid_schedule_programs_compiled_ahead_equal_programs_compiled_in_place(monkeypatch):
+    # The background compiles each stage from a stand-in of the refined model; the numbers
+    # must be exactly those of compiling the refined model itself, which is what happens
+    # when the stand-in's structure differs (here: forced).
+    from kanjax import training
+
+    x = jax.random.uniform(jax.random.key(4), (64, 1), minval=-1, maxval=1)
+    data = (x, jnp.sin(3 * x))
+
+    def run():
+        model = kanjax.KAN([1, 2, 1], basis="bspline", grid_size=3, rngs=nnx.Rngs(1))
+        _, h = kanjax.train(model, data, epochs=2, batch_size=16, grid_schedule=[(5, 2)],
+                            progress=False)
+        return h
+
+    ahead = run()
+    monkeypatch.setattr(training, "_refined_like", lambda model, grid_size, uniform: model)
+    in_place = run()
+    assert ahead.config["stage_compiled_ahead"] == [True]
+    assert in_place.config["stage_compiled_ahead"] == [False]
+    np.testing.assert_array_equal(ahead.train_loss, in_place.train_loss)
+    assert ahead.train_loss[-1] < ahead.train_loss[0]
