@@ -159,27 +159,38 @@ def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
       to one (partition of unity).
 
     This is the reference evaluation, valid for any non-decreasing knots (repeated knots
-    give 0/0 terms, which are taken as 0).
+    give 0/0 terms, which are taken as 0). Given NumPy arrays for both ``x`` and ``grid``
+    it computes with NumPy on the host (no compiled program) and returns a NumPy array.
     """
     order = int(order)
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
-    grid = jnp.asarray(grid, dtype=x.dtype)
+    xp = _namespace(x, grid)
+    grid = xp.asarray(grid, dtype=x.dtype)
     if grid.ndim == 1:
-        grid = jnp.broadcast_to(grid, (x.shape[-1], grid.shape[0]))
+        grid = xp.broadcast_to(grid, (x.shape[-1], grid.shape[0]))
     if grid.shape[-1] < order + 2:
         raise ValueError(
             f"a grid of {grid.shape[-1]} knots carries no order-{order} B-spline; "
             f"need at least {order + 2} knots"
         )
+    if xp is np:  # the plain recursion: nothing to differentiate on the host
+        return np.swapaxes(_cox_de_boor_kmajor(x, np.swapaxes(grid, 0, 1), order), -1, -2)
     return jnp.swapaxes(_bspline_kmajor(x, grid, order), -1, -2)
+
+
+def _namespace(*arrays):
+    """``numpy`` when every argument is a NumPy array (host maths, nothing compiled), else
+    ``jax.numpy``: the grid maths is written once for both."""
+    return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
 def _inverse_spans(knots: jax.Array, p: int) -> jax.Array:
     """``1 / (t[j + p] - t[j])`` along axis 0 of ``knots``, ``0`` where the span is empty."""
+    xp = _namespace(knots)
     span = knots[p:] - knots[:-p]
     nonzero = span != 0
-    return jnp.where(nonzero, 1.0 / jnp.where(nonzero, span, 1.0), 0.0)
+    return xp.where(nonzero, 1.0 / xp.where(nonzero, span, 1.0), 0.0)
 
 
 def _cox_de_boor_kmajor(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:

@@ -1,7 +1,8 @@
 """Pure grid maths for B-spline edges: grids from samples and function-preserving refits.
 
 Everything here is a pure function of arrays (jit-, vmap- and grad-safe, no loop over
-edges). The module-level operations built on them (``KANLayer.update_grid``,
+edges). Given NumPy arrays the same code runs with NumPy on the host (float64, nothing
+compiled), which is how small refits avoid a compile per grid shape. The module-level operations built on them (``KANLayer.update_grid``,
 ``KANLayer.refine``, ``KAN.update_grid``, ``KAN.refine``) live in :mod:`kanjax.nn`.
 
 * :func:`grid_from_samples` - knots that follow the data: a blend of the per-input
@@ -17,7 +18,7 @@ edges). The module-level operations built on them (``KANLayer.update_grid``,
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from kanjax import basis as basis_lib
 
@@ -49,25 +50,31 @@ def grid_from_samples(
         raise ValueError(f"order must be >= 0, got {order}")
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n_samples, n_in), got {x.shape}")
-    xs = jnp.sort(x, axis=0)
+    xp = basis_lib._namespace(x)
+    xs = xp.sort(x, axis=0)
     lo, hi = xs[0], xs[-1]
     width = hi - lo
     lo, hi = lo - margin * width, hi + margin * width
     # Degenerate column (all samples equal): give it a unit-width grid around the value.
     flat = width <= 0
-    lo = jnp.where(flat, lo - 0.5, lo)
-    hi = jnp.where(flat, hi + 0.5, hi)
-    levels = jnp.linspace(0.0, 1.0, grid_size + 1, dtype=x.dtype)
-    adaptive = jnp.quantile(x, levels, axis=0)  # (G + 1, n_in)
-    adaptive = adaptive.at[0].set(lo).at[-1].set(hi)
+    lo = xp.where(flat, lo - 0.5, lo)
+    hi = xp.where(flat, hi + 0.5, hi)
+    levels = xp.linspace(0.0, 1.0, grid_size + 1, dtype=x.dtype)
+    # inner percentiles of the sorted samples (linear interpolation, as numpy's default)
+    position = levels[1:-1] * (x.shape[0] - 1)
+    below = xp.floor(position).astype(np.int32)
+    above = xp.minimum(below + 1, x.shape[0] - 1)
+    frac = (position - below)[:, None]
+    percentiles = xs[below] * (1 - frac) + xs[above] * frac  # (G - 1, n_in)
     lo, hi = lo[None, :], hi[None, :]  # (1, n_in)
+    adaptive = xp.concatenate([lo, percentiles, hi], axis=0)  # (G + 1, n_in)
     uniform = lo + (hi - lo) * levels[:, None]
     inner = grid_eps * uniform + (1.0 - grid_eps) * adaptive
     h = (hi - lo) / grid_size
-    steps = jnp.arange(1, order + 1, dtype=x.dtype)[:, None]  # (k, 1)
+    steps = xp.arange(1, order + 1, dtype=x.dtype)[:, None]  # (k, 1)
     left = lo - h * steps[::-1]
     right = hi + h * steps
-    return jnp.concatenate([left, inner, right], axis=0).T
+    return xp.concatenate([left, inner, right], axis=0).T
 
 
 def fit_coefficients(
@@ -89,13 +96,17 @@ def fit_coefficients(
     Returns:
       ``(n_in, n_out, n_knots - k - 1)`` coefficients.
     """
+    xp = basis_lib._namespace(x, targets, grid)
     b = basis_lib.bspline_basis(x, grid, order)  # (n, in, K)
-    gram = jnp.einsum("npk,npl->pkl", b, b)  # (in, K, K)
-    rhs = jnp.einsum("npk,npq->pkq", b, targets)  # (in, K, out)
+    bt = xp.transpose(b, (1, 2, 0))  # (in, K, n): batched matmuls (BLAS on the host too)
+    gram = bt @ xp.transpose(b, (1, 0, 2))  # (in, K, K)
+    rhs = bt @ xp.transpose(targets, (1, 0, 2))  # (in, K, out)
     k = gram.shape[-1]
-    scale = jnp.trace(gram, axis1=-2, axis2=-1) / k
-    eye = jnp.eye(k, dtype=gram.dtype)[None]
-    reg = (ridge * jnp.maximum(scale, 1e-12))[:, None, None] * eye
-    # symmetric positive definite: a Cholesky solve (cheaper to compile and run than LU)
-    coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(gram + reg), rhs)
-    return jnp.swapaxes(coef, 1, 2)
+    scale = xp.trace(gram, axis1=-2, axis2=-1) / k
+    eye = xp.eye(k, dtype=gram.dtype)[None]
+    reg = (ridge * xp.maximum(scale, 1e-12))[:, None, None] * eye
+    if xp is np:  # on the host (numpy has no batched Cholesky solve)
+        coef = np.linalg.solve(gram + reg, rhs)
+    else:  # symmetric positive definite: a Cholesky solve (cheaper to compile than LU)
+        coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(gram + reg), rhs)
+    return xp.swapaxes(coef, 1, 2)

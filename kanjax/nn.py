@@ -438,19 +438,24 @@ def _regrid_layers(layers, inputs, grid_sizes, grid_eps, margin, ridge):
     anyway) and their outputs zero-padded to the widest. A [2, 5, 1] KAN then compiles one
     refit instead of one per layer.
     """
+    host = all(isinstance(h, np.ndarray) for h in inputs)  # NumPy in: refit on the host
+    regrid = _regrid_arrays if host else _regrid
+    values = (lambda a: np.asarray(a, np.float64)) if host else (lambda a: a)  # noqa: E731
     groups: dict[tuple, list[int]] = {}
     for i, (layer, size) in enumerate(zip(layers, grid_sizes)):
         key = (layer.grid.shape[-1], layer.order, layer.uniform, size)
         groups.setdefault(key, []).append(i)
     out = [None] * len(layers)
     for (_, order, uniform, size), members in groups.items():
+        xp = np if host else jnp
         n_out = max(layers[i].out_features for i in members)
-        coef = jnp.concatenate([
-            jnp.pad(layers[i].coef[...], ((0, 0), (0, n_out - layers[i].out_features), (0, 0)))
+        coef = xp.concatenate([
+            xp.pad(values(layers[i].coef[...]),
+                   ((0, 0), (0, n_out - layers[i].out_features), (0, 0)))
             for i in members])
-        grid, coef = _regrid(jnp.concatenate([inputs[i] for i in members], axis=-1),
-                             jnp.concatenate([layers[i].grid[...] for i in members]), coef,
-                             size, order, grid_eps, margin, ridge, uniform)
+        grid, coef = regrid(xp.concatenate([inputs[i] for i in members], axis=-1),
+                            xp.concatenate([values(layers[i].grid[...]) for i in members]),
+                            coef, size, order, grid_eps, margin, ridge, uniform)
         start = 0
         for i in members:
             n_in, n_o = layers[i].in_features, layers[i].out_features
@@ -496,8 +501,7 @@ def _is_uniform(grid) -> bool:
     return bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-5, atol=0.0))
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
-def _regrid(x, old_grid, old_coef, grid_size, order, grid_eps, margin, ridge, old_uniform):
+def _regrid_arrays(x, old_grid, old_coef, grid_size, order, grid_eps, margin, ridge, old_uniform):
     """New knots from ``x`` and coefficients refitted to the old splines.
 
     The fit uses the samples ``x`` together with a dense uniform sample of the new grid's
@@ -505,19 +509,42 @@ def _regrid(x, old_grid, old_coef, grid_size, order, grid_eps, margin, ridge, ol
     every new coefficient is pinned down by it: fitting at the data alone left the
     coefficients of sparsely sampled intervals to the ridge, and a refined [2, 5, 1] model
     lost an order of magnitude of test accuracy to wiggles between samples (G 20 -> 50).
+
+    Runs with NumPy on the host when given NumPy arrays (:data:`_HOST_REFIT_MAX_FLOPS`),
+    else with ``jax.numpy`` (:func:`_regrid`, compiled).
     """
+    xp = basis_lib._namespace(x, old_grid, old_coef)
     grid = grids_lib.grid_from_samples(x, grid_size, order, grid_eps=grid_eps, margin=margin)
     lo, hi = grid[:, order], grid[:, -order - 1]
-    t = jnp.linspace(0.0, 1.0, 4 * (grid_size + order) + 1, dtype=x.dtype)[:, None]
-    points = jnp.concatenate([x, lo[None, :] + (hi - lo)[None, :] * t])
-    if old_uniform:
+    t = xp.linspace(0.0, 1.0, 4 * (grid_size + order) + 1, dtype=x.dtype)[:, None]
+    points = xp.concatenate([x, lo[None, :] + (hi - lo)[None, :] * t])
+    if old_uniform and xp is jnp:
         step = (old_grid[:, -1] - old_grid[:, 0]) / (old_grid.shape[-1] - 1)
         old_basis = basis_lib.uniform_bspline_basis(points, old_grid[:, 0], step,
                                                     old_coef.shape[-1], order)
-    else:
+    else:  # (on the host the general recursion, exact on uniform knots too)
         old_basis = basis_lib.bspline_basis(points, old_grid, order)
-    targets = jnp.einsum("npi,pqi->npq", old_basis, old_coef)
+    # targets[n, p, q] = sum_i old_basis[n, p, i] old_coef[p, q, i], as a batched matmul
+    targets = xp.transpose(xp.transpose(old_basis, (1, 0, 2)) @ xp.swapaxes(old_coef, 1, 2),
+                           (1, 0, 2))
     return grid, grids_lib.fit_coefficients(points, targets, grid, order, ridge=ridge)
+
+
+_regrid = functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))(_regrid_arrays)
+
+# A refit this small (estimated flops) runs with NumPy in float64 on the host: compiling it
+# would cost ~0.5-1 s of XLA:CPU time per new shape (every refine of a grid extension),
+# while the host does it in milliseconds. Larger refits are compiled and run on the device.
+_HOST_REFIT_MAX_FLOPS = 2e8
+
+
+def _refit_flops(layers, n_samples, grid_size) -> float:
+    total = 0.0
+    for layer in layers:
+        k_new, k_old = grid_size + layer.order, layer.num_basis
+        n = n_samples + 4 * k_new + 1
+        total += n * layer.in_features * (k_new * k_new + (k_new + k_old) * layer.out_features)
+    return 2.0 * total
 
 
 def _check_widths(widths) -> list[int]:
@@ -601,6 +628,10 @@ class KAN(nnx.Module):
         for layer, h in zip(self.layers, inputs):  # see refine: the function is kept
             layer.update_grid(h, **kwargs)
 
+    def _samples(self, x) -> jax.Array:
+        first = self.layers[0]
+        return first._check_input(x).reshape(-1, first.in_features).astype(first.param_dtype)
+
     def refine(self, grid_size: int, x: jax.Array | None = None, **kwargs) -> None:
         """:meth:`KANLayer.refine` on every layer (grid extension, e.g. 5 -> 10 -> 20 intervals).
 
@@ -614,26 +645,43 @@ class KAN(nnx.Module):
                     x = layer(x)
             return
         grid_size = _check_positive_int("grid_size", grid_size)
-        first = self.layers[0]
-        x = first._check_input(x).reshape(-1, first.in_features).astype(first.param_dtype)
+        x = self._samples(x)
         _check_samples(x)
         options = dict(grid_eps=0.02, margin=0.0, ridge=1e-6)
         unknown = set(kwargs) - set(options)
         if unknown:
             raise TypeError(f"refine() got unexpected keyword arguments {sorted(unknown)}")
         options.update({k: float(v) for k, v in kwargs.items()})
-        # All layers in one compiled program: each layer's inputs come from the current
-        # model (refining keeps every function, so they are also the refined layers' inputs
-        # up to the refit's error), and nothing runs op by op on the host.
-        graphdef, state = nnx.split(self)
-        refits = _refine_all(graphdef, state, x, grid_size, options["grid_eps"],
-                             options["margin"], options["ridge"])
+        # Each layer's inputs come from the current model (refining keeps every function, so
+        # they are also the refined layers' inputs up to the refit's error). A small refit
+        # runs on the host from one compiled forward pass; a large one, all layers, in one
+        # compiled program; nothing runs op by op.
+        if _refit_flops(self.layers, x.shape[0], grid_size) <= _HOST_REFIT_MAX_FLOPS:
+            inputs = [np.asarray(h, np.float64) for h in _layer_inputs(self, x)]
+            refits = _regrid_layers(self.layers, inputs, [grid_size] * len(self.layers),
+                                    options["grid_eps"], options["margin"], options["ridge"])
+        else:
+            graphdef, state = nnx.split(self)
+            refits = _refine_all(graphdef, state, x, grid_size, options["grid_eps"],
+                                 options["margin"], options["ridge"])
         for layer, (grid, coef) in zip(self.layers, refits):
+            if isinstance(grid, np.ndarray):  # host float64 -> the layer's dtype, on device
+                dtype = jnp.dtype(layer.param_dtype)
+                grid, coef = jnp.asarray(grid.astype(dtype)), jnp.asarray(coef.astype(dtype))
             layer.grid = SplineGrid(grid)
             layer.coef = nnx.Param(coef)
             layer.grid_size = grid_size
             layer.num_basis = grid_size + layer.order
             layer.uniform = _is_uniform(grid)
+
+
+def _warm_refine(model: KAN, x, grid_size: int) -> None:
+    """Compile what ``model.refine(grid_size, x)`` will compile (for a model with this
+    structure), so that the refine itself runs without compiling."""
+    x = model._samples(x)
+    jnp.isfinite(x).all()  # _check_samples
+    if _refit_flops(model.layers, x.shape[0], grid_size) <= _HOST_REFIT_MAX_FLOPS:
+        _layer_inputs(model, x)
 
 
 def _refined_like(model: KAN, grid_size: int, uniform: bool) -> KAN:
@@ -642,7 +690,7 @@ def _refined_like(model: KAN, grid_size: int, uniform: bool) -> KAN:
     For compiling a refined model's programs before its values exist (grid schedules);
     it must change what :meth:`KAN.refine` changes. Built on the host: no compiled program.
     """
-    stand_in = nnx.clone(model)
+    stand_in = nnx.merge(*nnx.split(model))  # new modules sharing the arrays: no copies
     for layer in stand_in.layers:
         n_in, n_out, order = layer.in_features, layer.out_features, layer.order
         layer.grid = SplineGrid(jnp.asarray(np.zeros((n_in, grid_size + 2 * order + 1),

@@ -29,7 +29,7 @@ from flax import nnx
 from kanjax import lm as lm_lib
 from kanjax._xla import FAST_COMPILE_OPTIONS, fast_compile_jit
 from kanjax import losses as losses_lib
-from kanjax.nn import KAN, _inputs_of_layers, _refined_like, _regrid_layers
+from kanjax.nn import KAN, _inputs_of_layers, _refined_like, _regrid_layers, _warm_refine
 
 __all__ = [
     "History",
@@ -332,12 +332,18 @@ class _CompileAhead:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kanjax-compile")
         uniform = options["grid_eps"] == 1.0  # refined knots are uniform only then
 
-        def compile_stage(grid_size, epochs):
-            stand_in = _refined_like(model, grid_size, uniform)
-            return _fit(stand_in, data, epochs=epochs, compile_only=True, **options)
+        stand_ins = [nnx.merge(*nnx.split(model))]  # new modules sharing the arrays
+        stand_ins += [_refined_like(model, g, uniform) for g, _ in stages]
 
-        # one worker: the programs compile in the order the stages need them
-        self.programs = [self._pool.submit(compile_stage, g, e) for g, e in stages]
+        def compile_stage(i, epochs):
+            return _fit(stand_ins[i], data, epochs=epochs, compile_only=True, **options)
+
+        # one worker: the programs compile in the order the stages need them, each refine's
+        # forward pass (stage i's structure) before the epoch program of stage i + 1
+        self.refits, self.programs = [], []
+        for i, (grid_size, epochs) in enumerate(stages):
+            self.refits.append(self._pool.submit(_warm_refine, stand_ins[i], data[0], grid_size))
+            self.programs.append(self._pool.submit(compile_stage, i + 1, epochs))
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -488,6 +494,7 @@ def train(
     try:
         for i, (grid_size, stage_epochs) in enumerate(stages):
             first = history.epochs
+            _program_result(ahead.refits[i])  # wait: its forward pass compiles ahead
             model.refine(grid_size, x, grid_eps=grid_eps, margin=grid_margin)
             model, (stage,) = _fit(model, data, epochs=stage_epochs, program=ahead.programs[i],
                                    **options)

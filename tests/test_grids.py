@@ -33,6 +33,48 @@ def test_grid_from_samples_shapes_and_blend(rng):
     assert np.all(np.diff(np.asarray(flat)) > 0)  # a constant column still gets a valid grid
 
 
+def test_grid_maths_on_host_arrays_equals_jax_and_numpy_quantiles(rng):
+    # The grid maths takes NumPy arrays too (host refits): same knots as the jax.numpy
+    # path, inner knots at numpy's percentiles for grid_eps=0, and the same refit.
+    x = rng.normal(size=(501, 3)) ** 3
+    levels = np.linspace(0, 1, 7)[1:-1]
+    host = grids.grid_from_samples(x, 6, 3, grid_eps=0.0, margin=0.1)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float64
+    np.testing.assert_allclose(host[:, 4:9], np.quantile(x, levels, axis=0).T, rtol=1e-12)
+    traced = grids.grid_from_samples(jnp.asarray(x, jnp.float32), 6, 3, grid_eps=0.3)
+    np.testing.assert_allclose(grids.grid_from_samples(x, 6, 3, grid_eps=0.3), traced,
+                               rtol=1e-5, atol=1e-5)
+    targets = np.sin(x)[:, :, None] * np.array([1.0, -0.5])
+    fit_host = grids.fit_coefficients(x, targets, host, 3)
+    fit_jax = grids.fit_coefficients(*(jnp.asarray(a, jnp.float32) for a in (x, targets, host)),
+                                     3)
+    assert isinstance(fit_host, np.ndarray) and fit_host.shape == (3, 2, 9)
+    np.testing.assert_allclose(fit_host, fit_jax, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(basis.bspline_basis(x, host, 3),
+                               basis.bspline_basis(jnp.asarray(x, jnp.float32),
+                                                   jnp.asarray(host, jnp.float32), 3), atol=1e-5)
+
+
+def test_refit_on_the_host_equals_the_compiled_refit(monkeypatch):
+    from kanjax import nn as nn_lib
+
+    x = jax.random.uniform(jax.random.key(5), (300, 2), minval=-1, maxval=1)
+
+    def refined(host_limit):
+        monkeypatch.setattr(nn_lib, "_HOST_REFIT_MAX_FLOPS", host_limit)
+        model = kanjax.KAN([2, 3, 2], basis="bspline", grid_size=4, rngs=nnx.Rngs(0))
+        model.refine(9, x, grid_eps=0.3, margin=0.1)
+        return model
+
+    host, device = refined(float("inf")), refined(0.0)
+    for a, b in zip(host.layers, device.layers):
+        assert a.grid[...].dtype == b.grid[...].dtype == jnp.float32
+        assert (a.grid_size, a.uniform) == (b.grid_size, b.uniform) == (9, False)
+        np.testing.assert_allclose(a.grid[...], b.grid[...], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.coef[...], b.coef[...], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(host(x), device(x), atol=1e-4)
+
+
 def test_fit_coefficients_recovers_spline_even_with_empty_intervals(rng):
     grid = basis.uniform_grid(8, 3, (-1.0, 1.0), num_inputs=2)
     coef = jnp.asarray(rng.normal(size=(2, 3, 11)), jnp.float32)
