@@ -38,7 +38,8 @@ def lm_init(theta: jax.Array, damping: float = 1e-2) -> LMState:
 
 
 def normal_equations(
-    residual_one: Callable, theta: jax.Array, xs: jax.Array, ys: jax.Array, ws: jax.Array
+    residual_one: Callable, theta: jax.Array, xs: jax.Array, ys: jax.Array, ws: jax.Array,
+    *, max_entries: int = 2**22,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(J^T J, J^T r, r . r)`` over all samples.
 
@@ -47,10 +48,11 @@ def normal_equations(
         residuals (weighted and scaled so that their squares sum to the loss).
       theta: ``(P,)``.
       xs, ys, ws: the samples (leading axis ``m``), their targets and weights.
+      max_entries: Jacobian entries formed at once (samples are taken in chunks).
     """
     m, n_par = xs.shape[0], theta.shape[0]
     n_out = jax.eval_shape(residual_one, theta, xs[0], ys[0], ws[0]).shape[0]
-    chunk = int(max(1, min(m, 2**22 // max(1, n_par * n_out))))
+    chunk = int(max(1, min(m, max_entries // max(1, n_par * n_out))))
     n_chunks = -(-m // chunk)
     pad = n_chunks * chunk - m
 
@@ -61,11 +63,16 @@ def normal_equations(
     with_aux = jax.jacrev(lambda t, x, y, w: (residual_one(t, x, y, w),) * 2, has_aux=True)
     per_sample = jax.vmap(with_aux, in_axes=(None, 0, 0, 0))
 
-    def accumulate(carry, batch):
-        a, g, loss = carry
+    def products(batch):  # (J^T J, J^T r, r . r) of one chunk of samples
         jac, res = per_sample(theta, *batch)  # (chunk, n_out, P), (chunk, n_out)
         jac, res = jac.reshape(-1, n_par), res.reshape(-1)
-        return (a + jac.T @ jac, g + jac.T @ res, loss + res @ res), None
+        return jac.T @ jac, jac.T @ res, res @ res
+
+    if n_chunks == 1:  # all samples at once: no loop to compile
+        return products((xs, ys, ws))
+
+    def accumulate(carry, batch):
+        return tuple(c + p for c, p in zip(carry, products(batch))), None
 
     zero = jnp.zeros((), theta.dtype)
     init = (jnp.zeros((n_par, n_par), theta.dtype), jnp.zeros_like(theta), zero)

@@ -831,7 +831,11 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
             pad = steps * batch_size - n
             idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
             mask = (jnp.arange(steps * batch_size) < n).astype(x.dtype).reshape(steps, batch_size)
-        (p_new, s_new), (sums, norms) = jax.lax.scan(step, (p, s), (idx, mask))
+        if full_batch:  # one step: no loop for XLA to compile
+            (p_new, s_new), (sums, norms) = step((p, s), (idx[0], mask[0]))
+            sums, norms = sums[None], norms[None]
+        else:
+            (p_new, s_new), (sums, norms) = jax.lax.scan(step, (p, s), (idx, mask))
         train_loss = jnp.sum(sums) / n
         finite = jnp.isfinite(train_loss) & jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(p_new)])

@@ -256,7 +256,8 @@ def test_lbfgs_full_batch_converges_fast(seed_task):
         kanjax.train(model, (x, z), optimizer="bfgs", progress=False)
 
 
-def test_normal_equations_match_a_dense_jacobian():
+@pytest.mark.parametrize("max_entries", [2**22, 2000])  # one chunk; 5 chunks of 9, padded
+def test_normal_equations_match_a_dense_jacobian(max_entries):
     # J^T J and J^T r from chunked per-sample Jacobians against jax.jacfwd of all residuals
     from kanjax import lm
 
@@ -276,7 +277,8 @@ def test_normal_equations_match_a_dense_jacobian():
         return ((nnx.merge(graphdef, unravel(t), rest)(x) - y) * jnp.sqrt(w)[:, None]).ravel()
 
     jac, r = jax.jit(lambda t: (jax.jacfwd(all_residuals)(t), all_residuals(t)))(theta)
-    a, g, loss = jax.jit(lambda t: lm.normal_equations(residual_one, t, x, y, w))(theta)
+    a, g, loss = jax.jit(lambda t: lm.normal_equations(residual_one, t, x, y, w,
+                                                       max_entries=max_entries))(theta)
     np.testing.assert_allclose(a, jac.T @ jac, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(g, jac.T @ r, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(loss, r @ r, rtol=1e-5)
