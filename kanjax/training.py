@@ -316,20 +316,20 @@ def _program_result(program) -> _Program | None:
 
 
 class _CompileAhead:
-    """Compiles every grid-schedule stage's epoch program in a background thread.
+    """Compiles every grid-schedule stage's programs in background threads.
 
     The stages' shapes are known up front: a stand-in with each stage's structure (zero
-    arrays of the refined shapes, :func:`kanjax.nn._refined_like`) is compiled with
-    ``compile_only`` while the earlier stages refine and run on the main thread. XLA
-    compiles without holding the GIL, so the two overlap (the refits stay on the main
-    thread: a 2-core CPU has no room for a longer background chain). A stage whose model
-    turns out different (or whose compile fails) is compiled as usual.
+    arrays of the refined shapes, :func:`kanjax.nn._refined_like`) has its epoch program
+    compiled with ``compile_only``, and the forward pass that the refine into it needs,
+    while the earlier stages refine and run on the main thread. XLA compiles without
+    holding the GIL, so the threads overlap. A stage whose model turns out different (or
+    whose compile fails) is compiled as usual.
     """
 
     def __init__(self, model, data, stages, options):
         import concurrent.futures
 
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kanjax-compile")
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="kanjax-compile")
         uniform = options["grid_eps"] == 1.0  # refined knots are uniform only then
 
         stand_ins = [nnx.merge(*nnx.split(model))]  # new modules sharing the arrays
@@ -338,8 +338,8 @@ class _CompileAhead:
         def compile_stage(i, epochs):
             return _fit(stand_ins[i], data, epochs=epochs, compile_only=True, **options)
 
-        # one worker: the programs compile in the order the stages need them, each refine's
-        # forward pass (stage i's structure) before the epoch program of stage i + 1
+        # two workers take the tasks in the order the stages need them: each refine's forward
+        # pass (stage i's structure), then the epoch program of stage i + 1
         self.refits, self.programs = [], []
         for i, (grid_size, epochs) in enumerate(stages):
             self.refits.append(self._pool.submit(_warm_refine, stand_ins[i], data[0], grid_size))
