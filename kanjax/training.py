@@ -421,7 +421,7 @@ def train(
         ``epochs`` more with the same options. Parameter shapes change, so the optimizer
         state starts afresh in every stage. The history runs on over all stages (a staircase
         loss curve); ``history.config["grid_stages"]`` lists ``(first epoch, grid size)``.
-        The later stages' epoch programs compile in a background thread while the earlier
+        The later stages' epoch programs compile in background threads while the earlier
         stages run (``config["stage_compiled_ahead"]``; ``stage_compile_time`` is then the
         wait for them). Not combined with checkpoints or a callback.
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
@@ -476,12 +476,16 @@ def train(
         model, (history,) = _fit(model, data, epochs=epochs, checkpoint_dir=checkpoint_dir,
                                  checkpoint_every=checkpoint_every, resume=resume,
                                  callback=callback, **options)
-    except BaseException:
+        if stages:
+            history = _run_stages(model, data, stages, options, history, ahead, start)
+    finally:
         if ahead is not None:
             ahead.close()
-        raise
-    if not stages:
-        return model, history
+    return model, history
+
+
+def _run_stages(model, data, stages, options, history, ahead, start) -> History:
+    """The grid schedule's stages after the first: refine, train, extend ``history``."""
 
     def since_start(times):  # a stage's epoch times, shifted to seconds since train() began
         shift = time.perf_counter() - start - (times[-1] if times else 0.0)
@@ -490,31 +494,27 @@ def train(
     history.wall_time = since_start(history.wall_time)
     history.config["grid_stages"] = [(0, model.layers[0].grid_size)]
     history.config["stage_compile_time"] = [history.config["compile_time"]]
-    x = data[0]
-    try:
-        for i, (grid_size, stage_epochs) in enumerate(stages):
-            first = history.epochs
-            _program_result(ahead.refits[i])  # wait: its forward pass compiles ahead
-            model.refine(grid_size, x, grid_eps=grid_eps, margin=grid_margin)
-            model, (stage,) = _fit(model, data, epochs=stage_epochs, program=ahead.programs[i],
-                                   **options)
-            history.train_loss += stage.train_loss
-            history.val_loss += stage.val_loss
-            history.learning_rate += stage.learning_rate
-            history.wall_time += since_start(stage.wall_time)
-            for name, values in stage.grad_norm.items():
-                history.grad_norm.setdefault(name, []).extend(values)
-            history.config["grid_stages"].append((first, grid_size))
-            history.config["stage_compile_time"].append(stage.config["compile_time"])
-            history.config.setdefault("stage_compiled_ahead", []).append(
-                stage.config["compiled_ahead"])
-            for key in ("stopped_at_epoch", "converged"):
-                if key in stage.config:
-                    history.config.setdefault("stage_" + key, []).append(
-                        (grid_size, stage.config[key]))
-    finally:
-        ahead.close()
-    return model, history
+    history.config["stage_compiled_ahead"] = []
+    for i, (grid_size, stage_epochs) in enumerate(stages):
+        first = history.epochs
+        _program_result(ahead.refits[i])  # wait: its forward pass compiles ahead
+        model.refine(grid_size, data[0], grid_eps=options["grid_eps"],
+                     margin=options["grid_margin"])
+        _, (stage,) = _fit(model, data, epochs=stage_epochs, program=ahead.programs[i],
+                           **options)
+        history.train_loss += stage.train_loss
+        history.val_loss += stage.val_loss
+        history.learning_rate += stage.learning_rate
+        history.wall_time += since_start(stage.wall_time)
+        for name, values in stage.grad_norm.items():
+            history.grad_norm.setdefault(name, []).extend(values)
+        history.config["grid_stages"].append((first, grid_size))
+        history.config["stage_compile_time"].append(stage.config["compile_time"])
+        history.config["stage_compiled_ahead"].append(stage.config["compiled_ahead"])
+        for key in ("stopped_at_epoch", "converged"):
+            if key in stage.config:
+                history.config.setdefault("stage_" + key, []).append((grid_size, stage.config[key]))
+    return history
 
 
 def _check_grid_schedule(model, grid_schedule, checkpoint_dir, callback) -> list[tuple[int, int]]:
