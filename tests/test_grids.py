@@ -234,7 +234,7 @@ def test_train_with_a_grid_schedule_extends_grids_and_keeps_one_history():
         kanjax.train(model, (x, y), grid_schedule=[(0, 1)], progress=False)
 
 
-def test_grid_schedule_programs_compiled_ahead_equal_programs_compiled_in_place(monkeypatch):
+def test_grid_schedule_is_deterministic_and_ahead_programs_equal_in_place_ones(monkeypatch):
     # The background compiles each stage from a stand-in of the refined model; the numbers
     # must be exactly those of compiling the refined model itself, which is what happens
     # when the stand-in's structure differs (here: forced).
@@ -249,7 +249,8 @@ def test_grid_schedule_programs_compiled_ahead_equal_programs_compiled_in_place(
                             progress=False)
         return h
 
-    ahead = run()
+    ahead, again = run(), run()
+    np.testing.assert_array_equal(ahead.train_loss, again.train_loss)  # deterministic
     monkeypatch.setattr(training, "_refined_like", lambda model, grid_size, uniform: model)
     in_place = run()
     assert ahead.config["stage_compiled_ahead"] == [True]
