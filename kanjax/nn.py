@@ -679,7 +679,7 @@ def _warm_refine(model: KAN, x, grid_size: int) -> None:
     """Compile what ``model.refine(grid_size, x)`` will compile (for a model with this
     structure), so that the refine itself runs without compiling."""
     x = model._samples(x)
-    jnp.isfinite(x).all()  # _check_samples
+    _check_samples(x)
     if _refit_flops(model.layers, x.shape[0], grid_size) <= _HOST_REFIT_MAX_FLOPS:
         _layer_inputs(model, x)
 
