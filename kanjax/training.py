@@ -298,11 +298,25 @@ class _Program(NamedTuple):
 
 
 def _signature(graphdef, *args) -> tuple:
-    """What decides a compiled epoch program besides the options: structure and shapes."""
+    """What decides a compiled epoch program besides the options: structure, shapes and
+    placement of the arguments, and JAX's thread-local settings (a program compiled in
+    another thread must not miss a ``with jax.default_matmul_precision(...)`` block)."""
     leaves, treedef = jax.tree.flatten(args)
-    return graphdef, treedef, tuple(
-        (np.shape(a), str(getattr(a, "dtype", type(a)))) if hasattr(a, "shape") else a
+    return graphdef, treedef, _trace_context(), tuple(
+        (np.shape(a), str(getattr(a, "dtype", type(a))), getattr(a, "sharding", None))
+        if hasattr(a, "shape") else a
         for a in leaves)
+
+
+def _trace_context():
+    try:
+        from jax._src import config as jax_config
+
+        return jax_config.trace_context()
+    except (ImportError, AttributeError):  # unknown: never share programs across threads
+        import threading
+
+        return threading.get_ident()
 
 
 def _program_result(program) -> _Program | None:
