@@ -251,7 +251,8 @@ def test_grid_schedule_is_deterministic_and_ahead_programs_equal_in_place_ones(m
 
     ahead, again = run(), run()
     np.testing.assert_array_equal(ahead.train_loss, again.train_loss)  # deterministic
-    with jax.default_matmul_precision("highest"):  # thread-local: not seen by the background
+    # thread-local settings are not seen by the background (the suite sets "highest")
+    with jax.default_matmul_precision("bfloat16"):
         assert run().config["stage_compiled_ahead"] == [False]
     monkeypatch.setattr(training, "_refined_like", lambda model, grid_size, uniform: model)
     in_place = run()
