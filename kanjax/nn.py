@@ -419,7 +419,19 @@ def _inputs_of_layers(model, x):
     return inputs
 
 
-_layer_inputs = nnx.jit(_inputs_of_layers)  # one compiled forward pass, for the host side
+@functools.partial(jax.jit, static_argnums=0)
+def _layer_inputs_of_state(graphdef, state, x):
+    return _inputs_of_layers(nnx.merge(graphdef, state), x)
+
+
+def _layer_inputs(model, x):
+    """``_inputs_of_layers`` as one compiled forward pass, for the host side.
+
+    A pure function of the split state: unlike ``nnx.jit`` it writes nothing back into
+    ``model``, so a background thread may call it on a model that shares variables with
+    one being trained.
+    """
+    return _layer_inputs_of_state(*nnx.split(model), x)
 
 
 @functools.partial(fast_compile_jit, static_argnums=(0, 3, 4, 5, 6))

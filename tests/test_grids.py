@@ -260,3 +260,18 @@ def test_grid_schedule_is_deterministic_and_ahead_programs_equal_in_place_ones(m
     assert in_place.config["stage_compiled_ahead"] == [False]
     np.testing.assert_array_equal(ahead.train_loss, in_place.train_loss)
     assert ahead.train_loss[-1] < ahead.train_loss[0]
+
+
+def test_layer_inputs_write_nothing_back_into_the_model():
+    # Grid schedules call this from a background thread on stand-ins that share variables
+    # with the model being trained; writing state back (as nnx.jit does) could put stale
+    # values into the trained model.
+    from kanjax.nn import _inputs_of_layers, _layer_inputs
+
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=4, rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(1), (50, 2), minval=-1, maxval=1)
+    before = jax.tree.leaves(nnx.state(model))
+    inputs = _layer_inputs(model, x)
+    assert all(a is b for a, b in zip(before, jax.tree.leaves(nnx.state(model))))
+    for got, want in zip(inputs, _inputs_of_layers(model, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
