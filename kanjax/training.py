@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -275,13 +276,16 @@ _FAST_COMPILE_OPTIONS = FAST_COMPILE_OPTIONS
 _FAST_COMPILE_MAX_FLOPS = 5e9  # ~0.05-0.1 s of work on a 2-core CPU
 
 
-def _compile(jitted, *args, work: float = 0.0):
+def _compile(jitted, *args, work: float = 0.0, on_lowered=None):
     """Compile ``jitted`` once, ahead of time, for ``args``; the result never retraces.
 
     ``work`` estimates the floating-point operations that all calls of the program will
     run; on CPU it chooses between options that compile fast and XLA's defaults.
+    ``on_lowered()`` is called between tracing (Python, holds the GIL) and XLA's compile.
     """
     lowered = jitted.lower(*args)
+    if on_lowered is not None:
+        on_lowered()
     if jax.default_backend() == "cpu" and work < _FAST_COMPILE_MAX_FLOPS:
         try:
             return lowered.compile(_FAST_COMPILE_OPTIONS)
@@ -344,22 +348,35 @@ class _CompileAhead:
         import concurrent.futures
 
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="kanjax-compile")
+        # The tasks wait until the first stage's program is traced: tracing is Python and
+        # holds the GIL, so it goes fastest alone, and XLA's compile of it then overlaps
+        # with the tracing of the next programs.
+        self._go = threading.Event()
         uniform = options["grid_eps"] == 1.0  # refined knots are uniform only then
 
         stand_ins = [nnx.merge(*nnx.split(model))]  # new modules sharing the arrays
         stand_ins += [_refined_like(model, g, uniform) for g, _ in stages]
 
         def compile_stage(i, epochs):
+            self._go.wait()
             return _fit(stand_ins[i], data, epochs=epochs, compile_only=True, **options)
+
+        def warm_refine(i, grid_size):
+            self._go.wait()
+            _warm_refine(stand_ins[i], data[0], grid_size)
 
         # two workers take the tasks in the order the stages need them: each refine's forward
         # pass (stage i's structure), then the epoch program of stage i + 1
         self.refits, self.programs = [], []
         for i, (grid_size, epochs) in enumerate(stages):
-            self.refits.append(self._pool.submit(_warm_refine, stand_ins[i], data[0], grid_size))
+            self.refits.append(self._pool.submit(warm_refine, i, grid_size))
             self.programs.append(self._pool.submit(compile_stage, i + 1, epochs))
 
+    def start(self):
+        self._go.set()
+
     def close(self):
+        self._go.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -489,8 +506,10 @@ def train(
     try:
         model, (history,) = _fit(model, data, epochs=epochs, checkpoint_dir=checkpoint_dir,
                                  checkpoint_every=checkpoint_every, resume=resume,
-                                 callback=callback, **options)
+                                 callback=callback, **options,
+                                 on_lowered=ahead.start if ahead else None)
         if stages:
+            ahead.start()  # (in case the first stage compiled nothing)
             history = _run_stages(model, data, stages, options, history, ahead, start)
     finally:
         if ahead is not None:
@@ -640,12 +659,13 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
          grid_update_every=0, grid_update_until=None, grid_eps=0.02, grid_margin=0.0,
          shared_order=False,
          checkpoint_dir=None, checkpoint_every=0, resume=False, mesh=None, callback=None,
-         compile_only=False, program=None):
+         compile_only=False, program=None, on_lowered=None):
     """``train`` for one model (``members=None``) or for a stacked ensemble of ``members``.
 
     ``compile_only``: return the compiled epoch program (a :class:`_Program`) instead of
     training. ``program``: a future of such a program, compiled ahead for this model's
     structure (grid schedules); used when its signature matches, else compiled here.
+    ``on_lowered``: called once the epoch program is traced, before XLA compiles it.
     """
     lm = isinstance(optimizer, str) and optimizer == "lm"
     if lm and isinstance(mesh, str) and mesh == "auto":
@@ -916,7 +936,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
     else:
         epoch_fn = _compile(
             jax.jit(program_fn, donate_argnums=(0, 1)), theta, opt_state, rest, jnp.int32(0),
-            keys, arrays, work=work,
+            keys, arrays, work=work, on_lowered=on_lowered,
         )
     compile_time = time.perf_counter() - compile_start  # waiting for a program made ahead, if any
     if compile_only:
