@@ -294,6 +294,40 @@ def _compile(jitted, *args, work: float = 0.0, on_lowered=None):
     return lowered.compile()
 
 
+def _shuffle(key: jax.Array, n: int) -> jax.Array:
+    """A random permutation of ``0 .. n-1`` (int32) from ``key``, without sorting.
+
+    A 4-round Feistel network on ``2b``-bit integers (``4**b >= n``), with round keys from
+    ``key``, is a bijection; "cycle walking" (re-encrypting values ``>= n``) restricts it
+    to ``0 .. n-1``. Elementwise integer maths only: on CPU it takes microseconds where
+    ``jax.random.permutation`` (several sorting rounds) took ~17 ms for 20,480 samples,
+    a fifth of a [8, 64, 64, 1] epoch of 20 steps. The order it gives is a fine shuffle
+    for minibatches, not a cryptographic one.
+    """
+    n = int(n)
+    if n <= 1:
+        return jnp.zeros((n,), jnp.int32)
+    half = max(1, -(-(n - 1).bit_length() // 2))
+    mask = jnp.uint32((1 << half) - 1)
+    round_keys = jax.random.bits(key, (4,), jnp.uint32)
+
+    def mix(right, round_key):  # a multiply-xorshift hash of the right half
+        h = (right ^ round_key) * jnp.uint32(0x9E3779B1)
+        h = (h ^ (h >> 15)) * jnp.uint32(0x85EBCA77)
+        return (h ^ (h >> 13)) & mask
+
+    def encrypt(v):
+        left, right = v >> half, v & mask
+        for i in range(4):
+            left, right = right, left ^ mix(right, round_keys[i])
+        return (left << half) | right
+
+    out = encrypt(jnp.arange(n, dtype=jnp.uint32))
+    out = jax.lax.while_loop(lambda v: jnp.any(v >= n),
+                             lambda v: jnp.where(v >= n, encrypt(v), v), out)
+    return out.astype(jnp.int32)
+
+
 class _Program(NamedTuple):
     """A compiled epoch program and what it was compiled for."""
 
@@ -412,8 +446,8 @@ def train(
     """Train ``model`` on ``data = (x, y)`` and return ``(model, history)``.
 
     The model is updated in place and also returned. Every epoch is one compiled
-    program: samples are shuffled with ``jax.random`` (key from ``seed`` and the epoch
-    number) and ``jax.lax.scan`` runs the optimizer over ``ceil(n / batch_size)``
+    program: samples are shuffled by a pseudo-random permutation keyed by ``seed`` and the
+    epoch number (a Feistel network, no sort) and ``jax.lax.scan`` runs the optimizer over ``ceil(n / batch_size)``
     minibatches; the last, partial minibatch is masked, so every sample counts once per
     epoch. Epochs after the first reuse the compiled program.
 
@@ -861,7 +895,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         if full_batch:  # one step on all samples: their order does not matter
             idx, mask = jnp.zeros((1, 0), jnp.int32), jnp.ones((1, n), x.dtype)
         else:
-            perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+            perm = _shuffle(jax.random.fold_in(key, epoch), n)
             pad = steps * batch_size - n
             idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
             mask = (jnp.arange(steps * batch_size) < n).astype(x.dtype).reshape(steps, batch_size)

@@ -407,3 +407,32 @@ def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
     model = kanjax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
     kanjax.train(model, (x, x[:, :1] ** 2), epochs=2, batch_size=32, progress=False)
     assert seen[-1] == training._FAST_COMPILE_OPTIONS  # the seed-sized demo compiles fast
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 1000, 4097])
+def test_shuffle_is_a_permutation_and_depends_on_the_key(n):
+    from kanjax.training import _shuffle
+
+    shuffle = jax.jit(_shuffle, static_argnums=1)
+    perms = np.stack([np.asarray(shuffle(jax.random.key(s), n)) for s in range(40)])
+    assert perms.dtype == np.int32
+    for p in perms:
+        np.testing.assert_array_equal(np.sort(p), np.arange(n))  # a bijection of 0..n-1
+    np.testing.assert_array_equal(shuffle(jax.random.key(3), n), perms[3])  # deterministic
+    if n >= 7:
+        assert len({p.tobytes() for p in perms}) == 40  # every key its own order
+
+
+def test_shuffle_places_every_sample_uniformly():
+    # where sample 0 lands, over many keys: uniform over 10 buckets (chi-square, 9 dof,
+    # p ~ 1e-4 bound), and no correlation between a sample's index and its position
+    from kanjax.training import _shuffle
+
+    n, keys = 100, 3000
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: _shuffle(k, n)))(
+        jax.random.split(jax.random.key(0), keys)))
+    counts = np.histogram(np.argmax(perms == 0, axis=1), bins=10, range=(0, n))[0]
+    expected = keys / 10
+    assert np.sum((counts - expected) ** 2 / expected) < 33.7
+    corr = np.mean([np.corrcoef(p, np.arange(n))[0, 1] for p in perms])
+    assert abs(corr) < 0.02
