@@ -240,19 +240,11 @@ class KANLayer(nnx.Module):
         self._require_bspline("update_grid")
         x = self._check_input(x).reshape(-1, self.in_features).astype(self.param_dtype)
         _check_samples(x)
-        self._update_grid_traced(x, grid_eps=grid_eps, margin=margin, ridge=ridge)
-        self.uniform = _is_uniform(self.grid[...])
-
-    def _update_grid_traced(self, x, *, grid_eps, margin, ridge) -> None:
-        """The array part of :meth:`update_grid`: no host checks, so it runs under ``jit``.
-
-        The static ``uniform`` flag is left alone; callers inside a compiled program must
-        keep the knots uniform (``grid_eps=1``) when the flag is set.
-        """
         grid, coef = _regrid(x, self.grid[...], self.coef[...], self.grid_size, self.order,
                              float(grid_eps), float(margin), float(ridge), self.uniform)
         self.grid[...] = grid
         self.coef[...] = coef
+        self.uniform = _is_uniform(grid)
 
     def refine(self, grid_size: int, x: jax.Array | None = None, *, grid_eps: float = 0.02,
                margin: float = 0.0, ridge: float = 1e-6) -> None:
@@ -635,8 +627,7 @@ class KAN(nnx.Module):
 
     def update_grid(self, x: jax.Array, **kwargs) -> None:
         """:meth:`KANLayer.update_grid` on every layer, each on the activations it receives from ``x``."""
-        x = self.layers[0]._check_input(x).reshape(-1, self.layers[0].in_features)
-        inputs = _layer_inputs(self, x.astype(self.layers[0].param_dtype))
+        inputs = _layer_inputs(self, self._samples(x))
         for layer, h in zip(self.layers, inputs):  # see refine: the function is kept
             layer.update_grid(h, **kwargs)
 
