@@ -79,6 +79,7 @@ import os
 import platform
 import queue
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -658,6 +659,25 @@ def fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def merge_rounds(runs: list[dict]) -> dict:
+    """One row from the same measurement repeated in several rounds: the median step over
+    the rounds, and the median of the within-round ratios (each against the kanjax row
+    measured minutes apart in the same round, not against a median of other rounds)."""
+    if len(runs) == 1:
+        return runs[0]
+    bad = [r for r in runs if r.get("status") != "ok"]
+    if bad:
+        return dict(bad[0], rounds=len(runs))
+    steps = [r["step_ms"] for r in runs]
+    pick = sorted(runs, key=lambda r: r["step_ms"])[len(runs) // 2]  # the median round's row
+    out = dict(pick, rounds=len(runs), step_ms_rounds=steps, step_ms=statistics.median(steps))
+    for key in ("step_vs_kanjax", "mem_vs_kanjax"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[f"{key}_rounds"] = values
+        out[key] = statistics.median(values) if len(values) == len(runs) else None
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
@@ -673,6 +693,11 @@ def main(argv=None) -> int:
                         help="pin each subprocess to this many CPUs (and torch threads); 0: all")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch.set_num_threads for the torch peers; 0: torch's default")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, the rows of a problem taking turns "
+                             "(round robin); steps are the median over rounds and each ratio the "
+                             "median of the ratios within a round, so slow drifts of a shared "
+                             "machine's load cancel")
     parser.add_argument("--quick", action="store_true", help="seed problem, tiny budgets (smoke run)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "PROBLEM"), help=argparse.SUPPRESS)
@@ -721,21 +746,27 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="kanjax-peers-") as workdir:
         for name in args.problems:
             problem = PROBLEMS[name]
-            rows = {}
-            for impl in impls:
-                r = dict(problem=name, impl=impl, library=IMPLS[impl][3], framework=IMPLS[impl][0],
-                         family=IMPLS[impl][1], driver=IMPLS[impl][4], widths=problem["widths"],
-                         batch=problem["batch"])
-                r.update(run_child(impl, name, args, workdir))
-                rows[impl] = r
+            rounds = []
+            for _ in range(max(1, args.rounds)):
+                rows = {}
+                for impl in impls:
+                    r = dict(problem=name, impl=impl, library=IMPLS[impl][3], framework=IMPLS[impl][0],
+                             family=IMPLS[impl][1], driver=IMPLS[impl][4], widths=problem["widths"],
+                             batch=problem["batch"])
+                    r.update(run_child(impl, name, args, workdir))
+                    rows[impl] = r
+                for impl, r in rows.items():
+                    r["reference"] = reference_for(impl, rows)
+                    ref = rows.get(r["reference"])
+                    ok = r.get("status") == "ok"
+                    ref_ok = ref is not None and ref.get("status") == "ok"
+                    r["step_vs_kanjax"] = r["step_ms"] / ref["step_ms"] if ok and ref_ok else None
+                    r["mem_vs_kanjax"] = (r["rss_steady_mb"] / ref["rss_steady_mb"]
+                                          if ok and ref_ok and ref["rss_steady_mb"] > 0 else None)
+                rounds.append(rows)
+            rows = {impl: merge_rounds([rows[impl] for rows in rounds]) for impl in impls}
             for impl, r in rows.items():
-                r["reference"] = reference_for(impl, rows)
-                ref = rows.get(r["reference"])
                 ok = r.get("status") == "ok"
-                ref_ok = ref is not None and ref.get("status") == "ok"
-                r["step_vs_kanjax"] = r["step_ms"] / ref["step_ms"] if ok and ref_ok else None
-                r["mem_vs_kanjax"] = (r["rss_steady_mb"] / ref["rss_steady_mb"]
-                                      if ok and ref_ok and ref["rss_steady_mb"] > 0 else None)
                 status = r["status"] + (f": {r['note']}" if r.get("note") else "")
                 step = (f"{r['step_ms']:.3f} ± {r['step_iqr_ms']:.3f}" if ok else "-")
                 if ok and r["block"] * r["repeats"] != args.block * args.repeats:
@@ -749,6 +780,13 @@ def main(argv=None) -> int:
                       f"| {fmt(r['mem_vs_kanjax'], '.2f')}{'x' if r['mem_vs_kanjax'] else ''} "
                       f"| {fmt(r.get('xla_mb'), '.1f')} | {status} |", flush=True)
                 results.append(r)
+            if len(rounds) > 1:
+                per_round = [f"{impl} {', '.join(f'{v:.2f}x' for v in r['step_vs_kanjax_rounds'])}"
+                             for impl, r in rows.items()
+                             if r.get("reference") not in (None, impl) and r.get("step_vs_kanjax_rounds")]
+                if per_round:
+                    print(f"| {name} | ratios in each of the {len(rounds)} rounds: "
+                          + "; ".join(per_round) + " |" + " |" * (rows_header.count(" | ") - 1), flush=True)
         leftovers = os.listdir(workdir)
     if leftovers:
         print(f"\nfiles the libraries wrote into the working directory (discarded): {sorted(leftovers)}")
@@ -756,7 +794,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     tag = "quick" if args.quick else "_".join(args.problems)
     path = os.path.join(args.out, f"peers_{tag}.json")
-    settings = dict(block=args.block, repeats=args.repeats, max_seconds=args.max_seconds,
+    settings = dict(block=args.block, repeats=args.repeats, rounds=args.rounds, max_seconds=args.max_seconds,
                     max_memory_gb=args.max_memory_gb, cpus=args.cpus or None, learning_rate=LEARNING_RATE,
                     grid_size=GRID_SIZE, order=ORDER, problems={p: PROBLEMS[p] for p in args.problems})
     with open(path, "w") as f:
