@@ -436,3 +436,35 @@ def test_shuffle_places_every_sample_uniformly():
     assert np.sum((counts - expected) ** 2 / expected) < 33.7
     corr = np.mean([np.corrcoef(p, np.arange(n))[0, 1] for p in perms])
     assert abs(corr) < 0.02
+
+
+@pytest.mark.parametrize("n", [96, 100])  # every batch full (plain mean) / last one padded
+def test_train_equals_a_hand_written_optax_loop(n):
+    from kanjax.training import _shuffle
+
+    x = jax.random.uniform(jax.random.key(7), (n, 2), minval=-1, maxval=1)
+    y = jnp.sin(2 * x[:, :1]) * x[:, 1:]
+    batch, epochs, seed = 32, 2, 3
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=4, rngs=nnx.Rngs(1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(1e-2)
+    state = tx.init(params)
+
+    def loss(p, xb, yb, wb):  # the weighted batch mean, written out
+        per = jnp.mean((nnx.merge(graphdef, p, rest)(xb) - yb) ** 2, axis=-1)
+        return jnp.sum(per * wb) / jnp.sum(wb)
+
+    steps = -(-n // batch)
+    for epoch in range(epochs):
+        perm = np.asarray(_shuffle(jax.random.fold_in(jax.random.key(seed), epoch), n))
+        order = np.concatenate([perm, perm[: steps * batch - n]]).reshape(steps, batch)
+        weights = (np.arange(steps * batch) < n).reshape(steps, batch).astype(np.float32)
+        for idx, wb in zip(order, weights):
+            grads = jax.grad(loss)(params, x[idx], y[idx], wb)
+            updates, state = tx.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+
+    trained, _ = kanjax.train(model, (x, y), epochs=epochs, batch_size=batch, seed=seed,
+                              optimizer=optax.adam(1e-2), progress=False)
+    for a, b in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), jax.tree.leaves(params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
