@@ -316,8 +316,9 @@ def _cardinal_value_slope(s: jax.Array, num_basis: int, order: int, slope: bool)
     ``ceil((order + 1) / 2)`` truncated powers of ``t``. No piece index, no select per
     polynomial coefficient: a cubic is two clamps, two cubes and a sum, which keeps the
     fused kernel short (the basis is evaluated over the whole ``(batch, K, n_in)`` block in
-    every training step). The terms cancel by at most a factor ``~3^order / order!``
-    relative to the result, well inside float32 for the orders KANs use.
+    every training step). The largest term, ``((order + 1) / 2)^order / order!`` at the
+    centre, is 2x the value there for a cubic and ~7x at order 7, so little precision is
+    lost to cancellation; the tests hold the result to 2e-6 of the recursion up to order 7.
     """
     c = (order + 1) / 2
     j = np.arange(num_basis).reshape((1,) * (s.ndim - 1) + (num_basis, 1)) + c
