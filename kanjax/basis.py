@@ -89,6 +89,25 @@ def _power_basis_kmajor_jvp(degree, primals, tangents):
     return powers, derivative * du[..., None, :]
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _positive_powers_kmajor(u: jax.Array, degree: int) -> jax.Array:
+    """``(..., n) -> (..., degree, n)``: ``u^1 .. u^degree`` (the power basis without ``u^0``)."""
+    return _power_basis_kmajor(u, degree)[..., 1:, :]
+
+
+@_positive_powers_kmajor.defjvp
+def _positive_powers_kmajor_jvp(degree, primals, tangents):
+    # d/du u^i = i u^(i-1): the powers 0 .. degree-1, scaled; one elementwise expression
+    # (no concatenation with the constant term's zero row), which XLA can fuse into the
+    # backward kernels that consume it instead of writing it out.
+    (u,), (du,) = primals, tangents
+    value = _positive_powers_kmajor(u, degree)
+    if degree == 0:  # no terms
+        return value, value
+    scale = jnp.arange(1, degree + 1, dtype=value.dtype).reshape((1,) * (u.ndim - 1) + (degree, 1))
+    return value, _power_basis_kmajor(u, degree - 1) * scale * du[..., None, :]
+
+
 def squash(x: jax.Array, kind: str | None) -> jax.Array:
     """Map inputs into a bounded domain before a polynomial is evaluated.
 

@@ -475,7 +475,7 @@ def _regrid_layers(layers, inputs, grid_sizes, grid_eps, margin, ridge):
 @functools.lru_cache(maxsize=None)
 def _taylor_nonconstant(squash, degree: int):
     def basis(x):  # powers u^1 .. u^degree of u = squash(x)
-        return basis_lib._power_basis_kmajor(basis_lib.squash(x, squash), degree)[..., 1:, :]
+        return basis_lib._positive_powers_kmajor(basis_lib.squash(x, squash), degree)
     return basis
 
 
