@@ -82,9 +82,8 @@ def _power_basis_kmajor(u: jax.Array, degree: int) -> jax.Array:
 def _power_basis_kmajor_jvp(degree, primals, tangents):
     (u,), (du,) = primals, tangents
     powers = _power_basis_kmajor(u, degree)
-    scale = jnp.arange(1, degree + 1, dtype=powers.dtype).reshape((1,) * (u.ndim - 1) + (degree, 1))
     derivative = jnp.concatenate(  # d/du u^i = i u^(i-1)
-        [jnp.zeros_like(powers[..., :1, :]), powers[..., :-1, :] * scale], axis=-2
+        [jnp.zeros_like(powers[..., :1, :]), powers[..., :-1, :] * _exponents(u, degree)], axis=-2
     )
     return powers, derivative * du[..., None, :]
 
@@ -104,8 +103,12 @@ def _positive_powers_kmajor_jvp(degree, primals, tangents):
     value = _positive_powers_kmajor(u, degree)
     if degree == 0:  # no terms
         return value, value
-    scale = jnp.arange(1, degree + 1, dtype=value.dtype).reshape((1,) * (u.ndim - 1) + (degree, 1))
-    return value, _power_basis_kmajor(u, degree - 1) * scale * du[..., None, :]
+    return value, _power_basis_kmajor(u, degree - 1) * _exponents(u, degree) * du[..., None, :]
+
+
+def _exponents(u: jax.Array, degree: int) -> jax.Array:
+    """``1 .. degree`` on the basis axis of the k-major layout, broadcastable against ``u``."""
+    return jnp.arange(1, degree + 1, dtype=u.dtype).reshape((1,) * (u.ndim - 1) + (degree, 1))
 
 
 def squash(x: jax.Array, kind: str | None) -> jax.Array:

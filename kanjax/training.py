@@ -1020,12 +1020,16 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         # it, nor with Levenberg-Marquardt, whose epochs stop on convergence. When training
         # stops early the epoch already under way is discarded.
         pipelined = checkpoints is None and not lm
+
+        def dispatch(e):  # epoch e from the current state; returns at once (async dispatch)
+            return epoch_fn(theta, opt_state, rest, jnp.int32(e), keys, arrays)
+
         if start_epoch < epochs:
-            outputs = epoch_fn(theta, opt_state, rest, jnp.int32(start_epoch), keys, arrays)
+            outputs = dispatch(start_epoch)
         for epoch in range(start_epoch, epochs):
             theta, opt_state, stats, params, rest = outputs
             if pipelined and epoch + 1 < epochs:
-                outputs = epoch_fn(theta, opt_state, rest, jnp.int32(epoch + 1), keys, arrays)
+                outputs = dispatch(epoch + 1)
             finite, train_loss, val, lr, norms, done = (
                 np.atleast_1d(v) for v in jax.device_get(stats))
             norms = norms.reshape(n_hist, len(group_names))
@@ -1059,7 +1063,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
                     h.config["converged"] = True
                 break
             if not pipelined and epoch + 1 < epochs:
-                outputs = epoch_fn(theta, opt_state, rest, jnp.int32(epoch + 1), keys, arrays)
+                outputs = dispatch(epoch + 1)
     finally:
         if bar:
             bar.stop()
