@@ -109,8 +109,16 @@ def kan_layer_from_basis(
     the backward pass. Inputs that carry no tangent (the data entering the first layer,
     knots that are not trained) cost nothing: their terms are skipped, not multiplied by
     zero. Forward mode and higher derivatives (``jax.hessian`` in ``x``) work as usual.
+
+    Layers with at most :data:`_OUT_MAJOR_MAX` outputs keep ``W`` output-major (as ``W^T``),
+    so that reverse mode forms ``dW^T = g^T F`` instead of ``F^T g``: the same numbers, but
+    XLA:CPU ran the first ~5x faster for a narrow ``g`` (2 ms against 10 ms for the 10
+    outputs of a [64, 256, 256, 10] KAN at batch 4096, and the whole training step ~5% faster).
+    Wider layers keep ``W``, whose ``g W^T`` was the faster one there.
     """
-    y = _features_matmul(basis_fn, x, tuple(basis_args), _stacked_weights(w_base, w_spline, coef))
+    out_major = coef.shape[1] <= _OUT_MAJOR_MAX
+    weights = _stacked_weights(w_base, w_spline, coef, out_major=out_major)
+    y = _features_matmul(basis_fn, out_major, x, tuple(basis_args), weights)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
@@ -125,20 +133,39 @@ def _flat(f):
     return f.reshape(*f.shape[:-2], f.shape[-2] * f.shape[-1])
 
 
-def _stacked_weights(w_base, w_spline, coef):
-    """``((K + 1) * n_in, n_out)``: ``w_base`` over ``coef * w_spline``, rows k-major."""
+def _stacked_weights(w_base, w_spline, coef, *, out_major: bool = False):
+    """``((K + 1) * n_in, n_out)``: ``w_base`` over ``coef * w_spline``, rows k-major.
+
+    With ``out_major``, its transpose ``(n_out, (K + 1) * n_in)``, built in that layout.
+    """
     n_in, n_out, k = coef.shape
+    if out_major:
+        weights = jnp.concatenate(
+            [w_base.T[:, None], jnp.transpose(coef * w_spline[..., None], (1, 2, 0))], axis=1)
+        return weights.reshape(n_out, (k + 1) * n_in)
     weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
     return weights.reshape((k + 1) * n_in, n_out)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _features_matmul(basis_fn, x, basis_args, weights):
-    """``features(x) @ weights`` for ``weights`` of shape ``((K + 1) * n_in, n_out)``."""
-    return _flat(_features(basis_fn, x, basis_args)) @ weights
+# Layers with at most this many outputs keep their stacked weights output-major (see
+# kan_layer_from_basis).
+_OUT_MAJOR_MAX = 16
 
 
-def _features_matmul_jvp(basis_fn, primals, tangents):
+def _times(a, weights, out_major):
+    """``a @ W`` for ``W`` given as itself, or as ``W^T`` when ``out_major``."""
+    if out_major:
+        return jax.lax.dot_general(a, weights, (((a.ndim - 1,), (1,)), ((), ())))
+    return a @ weights
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _features_matmul(basis_fn, out_major, x, basis_args, weights):
+    """``features(x) @ W`` for ``W = weights`` (or ``weights.T`` when ``out_major``)."""
+    return _times(_flat(_features(basis_fn, x, basis_args)), weights, out_major)
+
+
+def _features_matmul_jvp(basis_fn, out_major, primals, tangents):
     x, basis_args, weights = primals
     x_dot, args_dot, w_dot = tangents
     if isinstance(x_dot, SymbolicZero):
@@ -147,17 +174,17 @@ def _features_matmul_jvp(basis_fn, primals, tangents):
     else:  # the features and their derivative in x from one forward-mode pass
         f, d = jax.jvp(lambda v: _features(basis_fn, v, basis_args), (x,), (jnp.ones_like(x),))
         features = _flat(f)
-        y_dot = _flat(_scale_rows(d, x_dot)) @ weights
-    y = features @ weights
+        y_dot = _times(_flat(_scale_rows(d, x_dot)), weights, out_major)
+    y = _times(features, weights, out_major)
     if not isinstance(w_dot, SymbolicZero):
-        term = features @ w_dot
+        term = _times(features, w_dot, out_major)
         y_dot = term if y_dot is None else y_dot + term
     if not all(isinstance(t, SymbolicZero) for t in jax.tree.leaves(
             args_dot, is_leaf=lambda t: isinstance(t, SymbolicZero))):
         args_dot = tuple(jnp.zeros_like(a) if isinstance(t, SymbolicZero) else t
                          for a, t in zip(basis_args, args_dot))
         _, f_dot = jax.jvp(lambda a: _features(basis_fn, x, a), (basis_args,), (args_dot,))
-        term = _flat(f_dot) @ weights
+        term = _times(_flat(f_dot), weights, out_major)
         y_dot = term if y_dot is None else y_dot + term
     return y, jnp.zeros_like(y) if y_dot is None else y_dot
 

@@ -7,6 +7,7 @@ from jax.test_util import check_grads
 
 import kanjax
 from kanjax import basis as basis_lib
+from kanjax import layer as layer_lib
 
 
 def naive_layer(layer: kanjax.KANLayer, x: np.ndarray) -> np.ndarray:
@@ -223,10 +224,11 @@ def _reference_call(layer, x, params, grid=None):
     dict(basis="bspline", grid_size=5, order=2),
     dict(basis="bspline", order=3, grid=[-1.0, -0.8, -0.7, -0.5, -0.1, 0.2, 0.3, 0.6, 0.9, 1.2]),
 ])
-def test_layer_derivatives_equal_plain_autodiff(kwargs):
+@pytest.mark.parametrize("n_out", [4, layer_lib._OUT_MAJOR_MAX + 1])  # both weight layouts
+def test_layer_derivatives_equal_plain_autodiff(kwargs, n_out):
     # KANLayer differentiates through kan_layer_from_basis's own JVP rule; every derivative
     # (reverse, forward, second order) must equal plain autodiff of the same maths.
-    layer = kanjax.KANLayer(3, 4, rngs=nnx.Rngs(2), **kwargs)
+    layer = kanjax.KANLayer(3, n_out, rngs=nnx.Rngs(2), **kwargs)
     graphdef, p, rest = nnx.split(layer, nnx.Param, ...)
     x = jax.random.uniform(jax.random.key(7), (6, 3), minval=-0.95, maxval=0.95)
 
