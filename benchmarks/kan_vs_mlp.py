@@ -8,6 +8,7 @@ For each named problem and model it reports, all measured in this run on this de
 * the step program's memory (``compiled.memory_analysis()``: arguments + outputs + temporaries);
 * the matmul floor of a KAN step: its matmul FLOPs (6 * batch * sum_l n_in * (K + 1) * n_out)
   divided by the float32 matmul rate measured here with ``jnp.dot``, and the step's ratio to it;
+* the step's ratio to the parameter-matched MLP's;
 * test MSE after a fixed training budget (``kanjax.train``) on the problem's target function.
 
 Models: ``kan-bspline`` (G=5, k=3), ``kan-taylor``, ``mlp`` (same widths, silu) and
@@ -16,6 +17,11 @@ Models: ``kan-bspline`` (G=5, k=3), ``kan-taylor``, ``mlp`` (same widths, silu) 
     python benchmarks/kan_vs_mlp.py                      # seed, medium, wide
     python benchmarks/kan_vs_mlp.py --problems medium    # one problem
     python benchmarks/kan_vs_mlp.py --quick              # CI smoke run (seed only, short)
+
+All models of a problem are compiled first and then timed in ``--repeats`` rounds: each round
+measures the matmul rate and one block of every model, seconds apart. Steps are medians over
+the rounds and each ratio is the median of the ratios formed within a round, so a load change
+on a shared machine between one row and the next does not become a ratio.
 
 Prints a markdown table; writes JSON and a PNG chart to ``--out`` (default
 ``benchmarks/results``).
@@ -110,21 +116,25 @@ def mlp_matmul_flops(model, batch: int) -> float | None:
     return 6.0 * batch * sum(a * b for a, b in zip(w[:-1], w[1:]))
 
 
-def measure_matmul_rate(n: int = 1024, repeats: int = 10, dtype=jnp.float32) -> float:
-    """GFLOP/s of a square ``jnp.dot`` in ``dtype`` on the default device."""
+def matmul_timer(n: int = 1024, dtype=jnp.float32):
+    """A function that times one square ``jnp.dot`` in ``dtype`` and returns its GFLOP/s."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
+
+    def rate() -> float:  # the median of three calls
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            f(a).block_until_ready()
+            times.append(time.perf_counter() - t)
+        return 2 * n**3 / statistics.median(times) / 1e9
+
+    return rate
 
 
-def time_step(model, problem: dict, block: int, repeats: int) -> dict:
-    """Compile and time ``block`` Adam steps per call on fresh random batches."""
+def compile_step(model, problem: dict, block: int) -> dict:
+    """Compile ``block`` Adam steps on fresh random batches as one program; run it once."""
     widths, batch = problem["widths"], problem["batch"]
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-3)
@@ -153,18 +163,35 @@ def time_step(model, problem: dict, block: int, repeats: int) -> dict:
     if mem is not None:
         mem_bytes = int(mem.argument_size_in_bytes + mem.output_size_in_bytes
                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
-    params, opt_state, losses = compiled(params, opt_state, xs, ys)  # warm-up
+    entry = dict(program=compiled, state=(params, opt_state), data=(xs, ys), block=block,
+                 compile_s=compile_s, memory_mb=None if mem_bytes is None else mem_bytes / 2**20)
+    time_block(entry)  # warm-up
+    return entry
+
+
+def time_block(entry: dict) -> float:
+    """Seconds per step of one call of a :func:`compile_step` program."""
+    start = time.perf_counter()
+    params, opt_state, losses = entry["program"](*entry["state"], *entry["data"])
     losses.block_until_ready()
-    times = []
+    elapsed = (time.perf_counter() - start) / entry["block"]
+    entry["state"], entry["losses"] = (params, opt_state), losses
+    return elapsed
+
+
+def interleaved_times(entries: dict, repeats: int, matmul_rate) -> tuple[dict, list]:
+    """``repeats`` rounds; each round times the matmul rate, then one block of every entry.
+
+    The machine this runs on is shared and its speed drifts by tens of percent between
+    minutes, so every ratio is formed within a round, from blocks timed seconds apart.
+    """
+    times = {label: [] for label in entries}
+    rates = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        params, opt_state, losses = compiled(params, opt_state, xs, ys)
-        losses.block_until_ready()
-        times.append((time.perf_counter() - t) / block)
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return dict(compile_s=compile_s, step_ms=med * 1e3, step_iqr_ms=(q3 - q1) * 1e3,
-                samples_per_s=batch / med, memory_mb=None if mem_bytes is None else mem_bytes / 2**20,
-                finite=bool(np.isfinite(np.asarray(losses)).all()))
+        rates.append(matmul_rate())
+        for label, entry in entries.items():
+            times[label].append(time_block(entry))
+    return times, rates
 
 
 def accuracy(model, problem: dict, epochs: int, n_train: int, seed: int = 0) -> float:
@@ -201,38 +228,50 @@ def main(argv=None) -> int:
 
     dtype = jnp.dtype(args.dtype)
     compute = None if args.dtype == "float32" else dtype
-    rate = measure_matmul_rate(args.matmul_n, dtype=dtype)
+    matmul_rate = matmul_timer(args.matmul_n, dtype=dtype)
     header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), compute {args.dtype} | jax {jax.__version__}, "
               f"flax {flax.__version__}, optax {optax.__version__}, kanjax {kanjax.__version__}, "
-              f"python {platform.python_version()} | {os.cpu_count()} CPUs | "
-              f"measured {args.dtype} matmul rate ({args.matmul_n}^3): {rate:.1f} GFLOP/s")
+              f"python {platform.python_version()} | {os.cpu_count()} CPUs")
     print("# KAN vs MLP training-step benchmark\n")
     print(header)
-    print(f"settings: block {args.block} steps x {args.repeats} timed blocks, Adam; B-spline G={GRID_SIZE}, "
-          f"k={ORDER}; accuracy: {args.epochs} epochs of kanjax.train on {args.n_train} samples\n")
+    print(f"settings: {args.repeats} rounds; each round times a {args.matmul_n}^3 {args.dtype} jnp.dot "
+          f"(the floor's rate), then one block of {args.block} steps of every model in turn; Adam; "
+          f"B-spline G={GRID_SIZE}, k={ORDER}; step = median over rounds, each ratio = median of "
+          f"the ratios within a round; accuracy: {args.epochs} epochs of kanjax.train on "
+          f"{args.n_train} samples\n")
     print("| problem | model | widths | params | compile s | step ms (median ± IQR) | samples/s "
           "| step / matmul floor | step / mlp-matched | memory MB | test MSE |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
+    rates_by_problem = {}
     for name in args.problems:
         problem = PROBLEMS[name]
         models = make_models(problem, dtype=compute)
-        rows = {}
+        rows, entries = {}, {}
         for label in args.models:
             model = models[label]
-            r = dict(problem=name, model=label, widths=list(model.widths), params=num_params(model),
-                     batch=problem["batch"])
-            r.update(time_step(model, problem, args.block, args.repeats))
-            flops = kan_matmul_flops(model, problem["batch"]) or mlp_matmul_flops(model, problem["batch"])
-            r["matmul_gflop"] = flops / 1e9
-            r["floor_ms"] = flops / (rate * 1e9) * 1e3
+            rows[label] = dict(problem=name, model=label, widths=list(model.widths),
+                               params=num_params(model), batch=problem["batch"])
+            entries[label] = compile_step(model, problem, args.block)
+        times, rates = interleaved_times(entries, args.repeats, matmul_rate)
+        rates_by_problem[name] = statistics.median(rates)
+        base = times.get("mlp-matched")
+        for label, r in rows.items():
+            entry, t = entries[label], np.asarray(times[label])
+            q1, med, q3 = np.percentile(t, [25, 50, 75])
+            flops = kan_matmul_flops(models[label], problem["batch"]) or mlp_matmul_flops(
+                models[label], problem["batch"])
+            floors = flops / (np.asarray(rates) * 1e9)
+            r.update(compile_s=entry["compile_s"], step_ms=med * 1e3, step_iqr_ms=(q3 - q1) * 1e3,
+                     step_ms_rounds=(t * 1e3).tolist(), samples_per_s=problem["batch"] / med,
+                     memory_mb=entry["memory_mb"],
+                     finite=bool(np.isfinite(np.asarray(entry["losses"])).all()),
+                     matmul_gflop=flops / 1e9, matmul_gflops_rounds=list(rates),
+                     floor_ms=float(np.median(floors)) * 1e3,
+                     vs_floor=float(np.median(t / floors)),
+                     vs_mlp_matched=None if base is None else float(np.median(t / np.asarray(base))))
             r["test_mse"] = None if args.no_accuracy else accuracy(
                 make_models(problem, dtype=compute)[label], problem, args.epochs, args.n_train)
-            rows[label] = r
-        base = rows.get("mlp-matched")
-        for label, r in rows.items():
-            r["vs_mlp_matched"] = r["step_ms"] / base["step_ms"] if base else None
-            r["vs_floor"] = r["step_ms"] / r["floor_ms"]
             mem = "n/a" if r["memory_mb"] is None else f"{r['memory_mb']:.1f}"
             mse = "-" if r["test_mse"] is None else f"{r['test_mse']:.2e}"
             ratio = "-" if r["vs_mlp_matched"] is None else f"{r['vs_mlp_matched']:.2f}x"
@@ -240,10 +279,12 @@ def main(argv=None) -> int:
                   f"| {r['step_ms']:.3f} ± {r['step_iqr_ms']:.3f} | {r['samples_per_s']:.3g} "
                   f"| {r['vs_floor']:.1f}x | {ratio} | {mem} | {mse} |", flush=True)
             results.append(r)
+    print("\nmatmul rate (median of the rounds): " + ", ".join(
+        f"{name} {rate:.1f} GFLOP/s" for name, rate in rates_by_problem.items()))
     os.makedirs(args.out, exist_ok=True)
     tag = "quick" if args.quick else "_".join(args.problems) + ("" if compute is None else f"_{args.dtype}")
     with open(os.path.join(args.out, f"kan_vs_mlp_{tag}.json"), "w") as f:
-        json.dump(dict(header=header, matmul_gflops=rate, results=results), f, indent=1)
+        json.dump(dict(header=header, matmul_gflops=rates_by_problem, results=results), f, indent=1)
     chart(results, os.path.join(args.out, f"kan_vs_mlp_{tag}.png"), header)
     print(f"\nwrote {args.out}/kan_vs_mlp_{tag}.json and .png")
     return 0 if all(r["finite"] for r in results) else 1

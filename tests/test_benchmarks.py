@@ -1,0 +1,54 @@
+"""Smoke runs of the benchmark scripts' ``--quick`` modes (the figures themselves are not checked)."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kan_vs_mlp_quick_writes_every_row(tmp_path):
+    kan_vs_mlp = _load("kan_vs_mlp")
+    assert kan_vs_mlp.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "kan_vs_mlp_quick.json").read_text())["results"]
+    assert [r["model"] for r in rows] == ["kan-bspline", "kan-taylor", "mlp", "mlp-matched"]
+    rounds = {len(r["step_ms_rounds"]) for r in rows}
+    assert rounds == {2}  # --quick: 2 rounds, every model timed in each
+    for r in rows:
+        assert r["finite"] and r["step_ms"] > 0 and r["vs_floor"] > 0 and r["test_mse"] >= 0
+        # the median of the rounds, not a stray value
+        assert min(r["step_ms_rounds"]) <= r["step_ms"] <= max(r["step_ms_rounds"])
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["mlp-matched"]["vs_mlp_matched"] == 1.0
+    # the matched MLP has about as many parameters as the B-spline KAN it is matched to
+    assert abs(by_model["mlp-matched"]["params"] / by_model["kan-bspline"]["params"] - 1) < 0.1
+    assert (tmp_path / "kan_vs_mlp_quick.png").stat().st_size > 0
+
+
+def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "peers.py"), "--quick", "--out", str(tmp_path),
+         "--impls", "kanjax-bspline-train", "jaxkan-spline-nnx"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = json.loads((tmp_path / "peers_quick.json").read_text())
+    status = {r["impl"]: r["status"] for r in out["results"]}
+    assert status["kanjax-bspline-train"] == "ok"
+    skipped = {s["impl"] for s in out["skipped"]}
+    # jaxkan is an optional extra: it either ran or was skipped with a note, never crashed
+    assert status.get("jaxkan-spline-nnx") == "ok" or "jaxkan-spline-nnx" in skipped
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
