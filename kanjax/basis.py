@@ -342,9 +342,7 @@ def _cardinal_value_slope(s: jax.Array, num_basis: int, order: int, slope: bool)
     centre, is 2x the value there for a cubic and ~7x at order 7, so little precision is
     lost to cancellation; the tests hold the result to 2e-6 of the recursion up to order 7.
     """
-    c = (order + 1) / 2
-    j = np.arange(num_basis).reshape((1,) * (s.ndim - 1) + (num_basis, 1)) + c
-    d = s[..., None, :] - j.astype(s.dtype)
+    d = _shifted(s, num_basis, (order + 1) / 2)
     t = jnp.abs(d)
     value = derivative = None
     for weight, offset in _centered_terms(order):
@@ -362,9 +360,14 @@ def _cardinal_value_slope(s: jax.Array, num_basis: int, order: int, slope: bool)
 
 def _cardinal_indicator(s: jax.Array, num_basis: int) -> jax.Array:
     """Order 0: the indicators of ``[j, j + 1)``, ``(..., num_basis, n)``."""
-    j = np.arange(num_basis).reshape((1,) * (s.ndim - 1) + (num_basis, 1)).astype(s.dtype)
-    d = s[..., None, :] - j
+    d = _shifted(s, num_basis, 0.0)
     return ((d >= 0) & (d < 1)).astype(s.dtype)
+
+
+def _shifted(s: jax.Array, num_basis: int, shift: float) -> jax.Array:
+    """``s - j - shift`` for ``j = 0..num_basis-1``, in ``(..., num_basis, n)`` layout."""
+    j = np.arange(num_basis).reshape((1,) * (s.ndim - 1) + (num_basis, 1)) + shift
+    return s[..., None, :] - j.astype(s.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

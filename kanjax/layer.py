@@ -139,12 +139,10 @@ def _stacked_weights(w_base, w_spline, coef, *, out_major: bool = False):
     With ``out_major``, its transpose ``(n_out, (K + 1) * n_in)``, built in that layout.
     """
     n_in, n_out, k = coef.shape
+    rows = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
     if out_major:
-        weights = jnp.concatenate(
-            [w_base.T[:, None], jnp.transpose(coef * w_spline[..., None], (1, 2, 0))], axis=1)
-        return weights.reshape(n_out, (k + 1) * n_in)
-    weights = jnp.concatenate([w_base[None], jnp.moveaxis(coef * w_spline[..., None], -1, 0)])
-    return weights.reshape((k + 1) * n_in, n_out)
+        return jnp.transpose(rows, (2, 0, 1)).reshape(n_out, (k + 1) * n_in)
+    return rows.reshape((k + 1) * n_in, n_out)
 
 
 # Layers with at most this many outputs keep their stacked weights output-major (see
