@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 
 from kanjax import lm as lm_lib
-from kanjax._xla import FAST_COMPILE_OPTIONS, fast_compile_jit
+from kanjax._xla import cpu_compile_options, fast_compile_jit
 from kanjax import losses as losses_lib
 from kanjax.nn import KAN, _inputs_of_layers, _refined_like, _regrid_layers, _warm_refine
 
@@ -271,8 +271,7 @@ def _progress_bar(total: int):
 
 
 # Fast-compile options (kanjax._xla) for small calls only: they cost run time on large
-# tensors. `train` estimates the call's work and compiles with XLA's defaults above this.
-_FAST_COMPILE_OPTIONS = FAST_COMPILE_OPTIONS
+# tensors. `train` estimates the call's work and compiles without them above this.
 _FAST_COMPILE_MAX_FLOPS = 5e9  # ~0.05-0.1 s of work on a 2-core CPU
 
 
@@ -280,18 +279,14 @@ def _compile(jitted, *args, work: float = 0.0, on_lowered=None):
     """Compile ``jitted`` once, ahead of time, for ``args``; the result never retraces.
 
     ``work`` estimates the floating-point operations that all calls of the program will
-    run; on CPU it chooses between options that compile fast and XLA's defaults.
-    ``on_lowered()`` is called between tracing (Python, holds the GIL) and XLA's compile.
+    run; on CPU it chooses between options that compile fast and ones that run fast
+    (:func:`kanjax._xla.cpu_compile_options`). ``on_lowered()`` is called between tracing
+    (Python, holds the GIL) and XLA's compile.
     """
     lowered = jitted.lower(*args)
     if on_lowered is not None:
         on_lowered()
-    if jax.default_backend() == "cpu" and work < _FAST_COMPILE_MAX_FLOPS:
-        try:
-            return lowered.compile(_FAST_COMPILE_OPTIONS)
-        except Exception:  # an XLA build without the option: compile with its defaults
-            pass
-    return lowered.compile()
+    return lowered.compile(cpu_compile_options(fast=work < _FAST_COMPILE_MAX_FLOPS))
 
 
 def _shuffle(key: jax.Array, n: int) -> jax.Array:

@@ -382,12 +382,16 @@ def test_callback_sees_every_epoch_and_can_stop_early():
 
 
 def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
-    # Small calls compile with XLA:CPU's fast-compile options; large ones with its defaults,
-    # because the fast-compile emitters run big tensors much slower.
-    from kanjax import training
+    # Small calls compile with XLA:CPU's fast-compile options; large ones without them,
+    # because the fast-compile emitters run big tensors much slower. Both leave out the
+    # YNNPACK fusions (kanjax._xla.CPU_RUN_OPTIONS).
+    from kanjax import _xla, training
 
     if jax.default_backend() != "cpu":
         pytest.skip("the option choice is CPU-only")
+    fast, full = _xla.cpu_compile_options(fast=True), _xla.cpu_compile_options(fast=False)
+    assert fast == {**_xla.CPU_RUN_OPTIONS, **_xla.FAST_COMPILE_OPTIONS}  # all known to jax 0.10
+    assert full == _xla.CPU_RUN_OPTIONS
     seen = []
     original = jax.stages.Lowered.compile
 
@@ -401,12 +405,26 @@ def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
     for work in (0.0, 1e12):
         np.testing.assert_allclose(training._compile(f, v, work=work)(v), np.sin(np.arange(4.0)) * 2,
                                    rtol=1e-6)
-    assert seen == [training._FAST_COMPILE_OPTIONS, None]
+    assert seen == [fast, full]
     x = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
     seen.clear()
     model = kanjax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
     kanjax.train(model, (x, x[:, :1] ** 2), epochs=2, batch_size=32, progress=False)
-    assert seen[-1] == training._FAST_COMPILE_OPTIONS  # the seed-sized demo compiles fast
+    assert seen[-1] == fast  # the seed-sized demo compiles fast
+
+
+def test_cpu_compile_options_leave_out_what_xla_does_not_know(monkeypatch):
+    # An option an older jaxlib lacks (or a value it rejects) is dropped, not an error.
+    from kanjax import _xla
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the option choice is CPU-only")
+    monkeypatch.setattr(_xla, "CPU_RUN_OPTIONS", {"xla_cpu_no_such_option": True,
+                                                   "xla_cpu_experimental_ynn_fusion_type": "BOGUS"})
+    assert _xla.cpu_compile_options(fast=False) is None
+    assert _xla.cpu_compile_options(fast=True) == _xla.FAST_COMPILE_OPTIONS
+    f = _xla.fast_compile_jit(lambda v: v * 3.0)
+    np.testing.assert_allclose(f(jnp.arange(3.0)), [0.0, 3.0, 6.0])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 1000, 4097])
