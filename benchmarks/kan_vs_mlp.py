@@ -45,6 +45,11 @@ import optax
 from flax import nnx
 
 import kanjax
+from kanjax._xla import cpu_compile_options
+
+# Every program here (KAN, MLP and the matmul) is compiled with the XLA options kanjax.train
+# compiles its training programs with on this backend (None off CPU), so they compare alike.
+XLA_OPTIONS = cpu_compile_options(fast=False)
 
 PROBLEMS = {
     # widths, batch size, Taylor degree, target function of x in [-1, 1]^n_in
@@ -119,7 +124,7 @@ def mlp_matmul_flops(model, batch: int) -> float | None:
 def matmul_timer(n: int = 1024, dtype=jnp.float32):
     """A function that times one square ``jnp.dot`` in ``dtype`` and returns its GFLOP/s."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
-    f = jax.jit(lambda a: a @ a)
+    f = jax.jit(lambda a: a @ a).lower(a).compile(XLA_OPTIONS)
     f(a).block_until_ready()
 
     def rate() -> float:  # the median of three calls
@@ -156,7 +161,8 @@ def compile_step(model, problem: dict, block: int) -> dict:
         return p, s, losses
 
     start = time.perf_counter()
-    compiled = jax.jit(run_block, donate_argnums=(0, 1)).lower(params, opt_state, xs, ys).compile()
+    compiled = jax.jit(run_block, donate_argnums=(0, 1)).lower(params, opt_state, xs, ys).compile(
+        XLA_OPTIONS)
     compile_s = time.perf_counter() - start
     mem = compiled.memory_analysis()
     mem_bytes = None
@@ -237,7 +243,8 @@ def main(argv=None) -> int:
     print(f"settings: {args.repeats} rounds; each round times a {args.matmul_n}^3 {args.dtype} jnp.dot "
           f"(the floor's rate), then one block of {args.block} steps of every model in turn; Adam; "
           f"B-spline G={GRID_SIZE}, k={ORDER}; step = median over rounds, each ratio = median of "
-          f"the ratios within a round; accuracy: {args.epochs} epochs of kanjax.train on "
+          f"the ratios within a round; XLA options {XLA_OPTIONS} (as kanjax.train); "
+          f"accuracy: {args.epochs} epochs of kanjax.train on "
           f"{args.n_train} samples\n")
     print("| problem | model | widths | params | compile s | step ms (median ± IQR) | samples/s "
           "| step / matmul floor | step / mlp-matched | memory MB | test MSE |")
@@ -284,7 +291,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     tag = "quick" if args.quick else "_".join(args.problems) + ("" if compute is None else f"_{args.dtype}")
     with open(os.path.join(args.out, f"kan_vs_mlp_{tag}.json"), "w") as f:
-        json.dump(dict(header=header, matmul_gflops=rates_by_problem, results=results), f, indent=1)
+        json.dump(dict(header=header, xla_options=XLA_OPTIONS, matmul_gflops=rates_by_problem, results=results), f, indent=1)
     chart(results, os.path.join(args.out, f"kan_vs_mlp_{tag}.png"), header)
     print(f"\nwrote {args.out}/kan_vs_mlp_{tag}.json and .png")
     return 0 if all(r["finite"] for r in results) else 1
