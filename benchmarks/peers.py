@@ -24,8 +24,10 @@ temporary working directory, so nothing a library writes lands in the repository
 * compile time (JAX: AOT compile of a one-step program; eager torch has none);
 * first step: the time of the first training step, compilation excluded (JAX: the first call of
   the compiled one-step program; torch: the first eager step, lazy initialisation included);
-* steady state: median and IQR over ``--repeats`` timed blocks of ``--block`` steps after
-  warm-up, and samples/s;
+* steady state: median and IQR over timed blocks of ``--block`` steps after warm-up, and
+  samples/s: ``--repeats`` blocks, more (up to 8x as many) where those would cover less than
+  ``--min-seconds``, so that a 3 ms step and an 80 ms one are timed over similar stretches of
+  a shared machine's load;
 * memory: growth of the process's peak RSS (``VmHWM``) over its RSS just before the model is
   built, the same measure for every library: ``RSS peak`` over the whole run (incl. compile and
   first step) and ``RSS steady`` over the timed steps only (peak reset after warm-up); for JAX
@@ -215,12 +217,25 @@ class Phase:
         return False
 
 
-def plan_timing(step_s: float, block: int, repeats: int, budget_s: float, can_shrink_block: bool):
-    """Shrink (block, repeats) so that the timed blocks take about budget_s at most."""
+# A row whose --repeats blocks take less than --min-seconds times up to this many times as many.
+MAX_EXTEND = 8
+
+
+def plan_timing(step_s: float, block: int, repeats: int, budget_s: float, can_shrink_block: bool,
+                min_s: float = 0.0):
+    """``(block, repeats)`` for timed blocks of about ``step_s`` per step.
+
+    Shrunk so that the timed blocks take about ``budget_s`` at most; more blocks (up to
+    ``MAX_EXTEND * repeats``) where ``repeats`` blocks would take less than ``min_s``, so that a
+    fast row's median is not taken over a fraction of a second of a shared machine's load.
+    """
     if can_shrink_block and repeats * block * step_s > budget_s:
         block = max(1, int(budget_s / (repeats * step_s)))
     if repeats * block * step_s > budget_s:
         repeats = max(3, int(budget_s / (block * step_s)))
+    elif repeats * block * step_s < min_s:
+        wanted = math.ceil(min_s / (block * step_s))
+        repeats = min(wanted, MAX_EXTEND * repeats, max(repeats, int(budget_s / (block * step_s))))
     return block, repeats
 
 
@@ -232,14 +247,16 @@ def time_python_loop(step, xs, ys, step_s: float, args, base_rss: float, out: di
     torch does not need it). Records peak RSS before and during the timed blocks in ``out``;
     returns ``(times per step, losses, block, repeats)``.
     """
-    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True,
+                                 args.min_seconds)
     if step_s < args.max_seconds / 4:  # else the (slow) first step is warm-up enough
         with Phase("warm-up", max(args.max_seconds, 3 * block * step_s + 30)) as ph:
             for i in range(block):
                 loss = step(xs[i], ys[i])
             sync(loss)
         step_s = ph.seconds / block
-        block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, True)
+        block, repeats = plan_timing(step_s, block, args.repeats, args.max_seconds, True,
+                                     args.min_seconds)
     out["rss_peak_mb"] = peak_rss_mb() - base_rss
     reset_peak_rss()
     times, losses = [], []
@@ -328,7 +345,8 @@ def run_jax(impl: str, problem: dict, args) -> dict:
         return dict(out, status="timeout", note=f"first step {step_s:.1f} s > {args.max_seconds:g} s")
 
     # Then the timed program: `block` steps in one lax.scan, shrunk to fit the budget.
-    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True)
+    block, repeats = plan_timing(step_s, args.block, args.repeats, args.max_seconds, True,
+                                 args.min_seconds)
     with Phase("compile block", args.max_seconds) as ph:
         compiled = one_step if block == 1 else compile_for(block)
     out["compile_block_s"] = ph.seconds
@@ -336,7 +354,8 @@ def run_jax(impl: str, problem: dict, args) -> dict:
         params, opt_state, losses = compiled(params, opt_state, xs[:block], ys[:block])
         losses.block_until_ready()
     step_s = ph.seconds / block
-    block, repeats = plan_timing(step_s, block, repeats, args.max_seconds, False)
+    block, repeats = plan_timing(step_s, block, args.repeats, args.max_seconds, False,
+                                 args.min_seconds)
     out["rss_peak_mb"] = peak_rss_mb() - base_rss
 
     reset_peak_rss()
@@ -400,24 +419,28 @@ def run_jax_native(impl: str, problem: dict, args) -> dict:
     out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
 
     if impl.startswith("kanjax"):
-        # One call of kanjax.train: 1 epoch to warm up, then `repeats` timed epochs of `block`
-        # steps each; the callback resets the peak RSS once the warm-up epoch is done.
+        # One call of kanjax.train: 1 epoch to warm up, then timed epochs of `block` steps
+        # each: at least --repeats, more (up to MAX_EXTEND times as many) until they cover
+        # --min-seconds, fewer than MAX_EXTEND * repeats once they pass --max-seconds. The
+        # callback stops training there and resets the peak RSS after the warm-up epoch.
         x = xs_np.reshape(-1, xs_np.shape[-1])
         y = ys_np.reshape(-1, ys_np.shape[-1])
-        repeats = args.repeats
         steady = {}
 
         def callback(epochs_done, history):
             if epochs_done == 1:
                 steady["rss_peak"] = peak_rss_mb() - base_rss
                 reset_peak_rss()
-            return False
+            timed_s = history.wall_time[-1] - history.wall_time[0]
+            return epochs_done > args.repeats and (timed_s >= args.min_seconds
+                                                   or timed_s >= args.max_seconds)
 
         with Phase("train", 3 * args.max_seconds + 60):
-            model, history = kanjax.train(model, (x, y), epochs=1 + repeats, batch_size=batch,
-                                          optimizer=optax.adam(LEARNING_RATE), progress=False,
-                                          callback=callback)
+            model, history = kanjax.train(model, (x, y), epochs=1 + MAX_EXTEND * args.repeats,
+                                          batch_size=batch, optimizer=optax.adam(LEARNING_RATE),
+                                          progress=False, callback=callback)
         wall = np.asarray(history.wall_time)
+        repeats = len(wall) - 1
         out["compile_s"] = history.config["compile_time"]
         out["first_step_s"] = wall[0] / args.block
         times = list(np.diff(wall) / args.block)
@@ -576,7 +599,8 @@ def child_main(args) -> int:
 def run_child(impl: str, problem: str, args, workdir: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, problem,
            "--block", str(args.block), "--repeats", str(args.repeats),
-           "--max-seconds", str(args.max_seconds), "--max-memory-gb", str(args.max_memory_gb)]
+           "--max-seconds", str(args.max_seconds),
+           "--min-seconds", str(args.min_seconds), "--max-memory-gb", str(args.max_memory_gb)]
     if args.cpus:
         cmd += ["--cpus", str(args.cpus)]
     if args.torch_threads:
@@ -684,6 +708,10 @@ def main(argv=None) -> int:
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="time more blocks (up to %d times --repeats) where --repeats blocks "
+                             "take less than this, so that fast and slow rows are timed over "
+                             "similar stretches of a shared machine's load" % MAX_EXTEND)
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="limit for one phase (build, compile, the first step) and budget for "
                              "the timed blocks of one measurement")
@@ -705,7 +733,7 @@ def main(argv=None) -> int:
     if args.child:
         return child_main(args)
     if args.quick:
-        args.problems, args.block, args.repeats = ["seed"], 2, 3
+        args.problems, args.block, args.repeats, args.min_seconds = ["seed"], 2, 3, 0.0
         args.max_seconds = min(args.max_seconds, 30.0)
 
     vers = versions()
@@ -719,8 +747,9 @@ def main(argv=None) -> int:
     if not_installed:
         print(f"not installed: {', '.join(not_installed)}")
     print(f"settings: float32, MSE + Adam(lr={LEARNING_RATE:g}); B-spline G={GRID_SIZE}, k={ORDER} on [-1, 1]; "
-          f"block {args.block} steps x {args.repeats} timed blocks after warm-up (shrunk to fit "
-          f"--max-seconds {args.max_seconds:g}; a shrunk row says (blocks x steps)); one subprocess per row, RLIMIT_DATA "
+          f"block {args.block} steps x {args.repeats} timed blocks after warm-up (more, up to "
+          f"{MAX_EXTEND}x, until they cover --min-seconds {args.min_seconds:g}; shrunk to fit "
+          f"--max-seconds {args.max_seconds:g}; a row that differs says (blocks x steps)); one subprocess per row, RLIMIT_DATA "
           f"{args.max_memory_gb:g} GiB; ratios are peer / kanjax of the same family and driver "
           f"(the vs column; see --help); "
           f"mem ratio uses RSS steady\n", flush=True)
@@ -794,7 +823,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     tag = "quick" if args.quick else "_".join(args.problems)
     path = os.path.join(args.out, f"peers_{tag}.json")
-    settings = dict(block=args.block, repeats=args.repeats, rounds=args.rounds, max_seconds=args.max_seconds,
+    settings = dict(block=args.block, repeats=args.repeats, rounds=args.rounds,
+                    min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                     max_memory_gb=args.max_memory_gb, cpus=args.cpus or None, learning_rate=LEARNING_RATE,
                     grid_size=GRID_SIZE, order=ORDER, problems={p: PROBLEMS[p] for p in args.problems})
     with open(path, "w") as f:
