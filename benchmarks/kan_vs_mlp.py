@@ -45,11 +45,10 @@ import optax
 from flax import nnx
 
 import kanjax
-from kanjax._xla import cpu_compile_options
 
 # Every program here (KAN, MLP and the matmul) is compiled with the XLA options kanjax.train
 # compiles its training programs with on this backend (None off CPU), so they compare alike.
-XLA_OPTIONS = cpu_compile_options(fast=False)
+XLA_OPTIONS = kanjax.cpu_compile_options(fast=False)
 
 PROBLEMS = {
     # widths, batch size, Taylor degree, target function of x in [-1, 1]^n_in

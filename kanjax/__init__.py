@@ -32,6 +32,7 @@ from kanjax.training import (
     train_ensemble,
 )
 from kanjax.checkpoint import CheckpointError, load, save
+from kanjax._xla import cpu_compile_options
 
 __version__ = "0.1.0"
 
@@ -68,6 +69,7 @@ __all__ = [
     "make_ensemble",
     "ensemble_member",
     "evaluate",
+    "cpu_compile_options",
     "basis",
     "grids",
     "interop",

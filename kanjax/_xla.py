@@ -27,19 +27,22 @@ def cpu_compile_options(fast: bool) -> dict | None:
 
     ``fast`` adds :data:`FAST_COMPILE_OPTIONS` (for programs whose compile time dominates).
     Options the installed jaxlib does not know are left out, so older versions compile with
-    their defaults instead of failing.
+    their defaults instead of failing. To compile a step of your own the way ``kanjax.train``
+    compiles its epochs: ``jax.jit(step).lower(*args).compile(cpu_compile_options(fast=False))``.
     """
     if jax.default_backend() != "cpu":
         return None
-    wanted = {**CPU_RUN_OPTIONS, **(FAST_COMPILE_OPTIONS if fast else {})}
-    return {k: v for k, v in wanted.items() if _known_option(k, v)} or None
+    wanted = tuple({**CPU_RUN_OPTIONS, **(FAST_COMPILE_OPTIONS if fast else {})}.items())
+    if _accepted(wanted):  # one trivial compile per process in the usual case
+        return dict(wanted) or None
+    return {k: v for k, v in wanted if _accepted(((k, v),))} or None
 
 
 @functools.cache
-def _known_option(name: str, value) -> bool:
-    """Whether this jaxlib accepts the compile option (tried once on a trivial program)."""
+def _accepted(options: tuple) -> bool:
+    """Whether this jaxlib accepts all these compile options (tried once on a trivial program)."""
     try:
-        jax.jit(lambda: 0).lower().compile({name: value})
+        jax.jit(lambda: 0).lower().compile(dict(options))
     except Exception:  # an unknown option or value: XLA rejects it before compiling anything
         return False
     return True
