@@ -52,3 +52,20 @@ def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@pytest.mark.parametrize(
+    "step_s, expected",
+    [
+        (0.003, (10, 56)),    # 7 blocks = 0.21 s < 2 s: more blocks, capped at 8x
+        (0.010, (10, 20)),    # 2 s / (10 x 10 ms) = 20 blocks
+        (0.050, (10, 7)),     # 7 blocks = 3.5 s >= 2 s: as asked
+        (1.000, (8, 7)),      # 70 s > the 60 s budget: shorter blocks
+        (20.00, (1, 3)),      # even 1-step blocks overrun: at least 3 of them
+    ],
+)
+def test_peers_plan_timing_extends_fast_rows_and_shrinks_slow_ones(step_s, expected):
+    peers = _load("peers")
+    assert peers.plan_timing(step_s, 10, 7, 60.0, True, min_s=2.0) == expected
+    if expected[1] > 7:  # without a minimum, a fast row keeps --repeats blocks
+        assert peers.plan_timing(step_s, 10, 7, 60.0, True) == (10, 7)
