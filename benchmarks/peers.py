@@ -32,7 +32,9 @@ temporary working directory, so nothing a library writes lands in the repository
   built, the same measure for every library: ``RSS peak`` over the whole run (incl. compile and
   first step) and ``RSS steady`` over the timed steps only (peak reset after warm-up); for JAX
   also ``compiled.memory_analysis()`` of the one-step program (arguments + outputs +
-  temporaries - donated).
+  temporaries - donated);
+* page faults / step: the process's minor page faults (``getrusage``) during the timed steps,
+  per step: memory the system had to map in again (see "Memory allocator" below).
 
 Two drivers:
 
@@ -54,6 +56,18 @@ Threads: by default every library uses its own default on all CPUs. On a machine
 process keeps a core busy, torch's OpenMP threads spin-wait at every parallel region and a 10 ms
 step can take a second; ``--torch-threads 1`` (or ``--cpus N``, which pins every subprocess to
 the first N CPUs) avoids that. The device column says how many threads torch used.
+
+Memory allocator: on Linux, glibc's malloc serves large blocks with ``mmap`` and hands freed
+memory back to the system, so a program that allocates and frees big arrays at every step pays
+page faults to get the memory again each time. jaxkan's Python-driven step does (every
+operation's output is a fresh buffer): on the 2-core machine of the README, its medium step
+took 89 ms with glibc's defaults and 48 ms with ``--malloc retain`` (7 rounds each), which sets
+``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` in every subprocess so that freed
+memory stays in the process for reuse (a preloaded allocator such as tcmalloc or jemalloc would
+be another way; not measured here). kanjax's compiled epoch allocates its buffers once per
+epoch, and its step time did not change. Which setting is fair depends on the machine a user
+runs on, so the README reports both. The header says which allocator settings the
+subprocesses ran with, inherited ones included.
 
 Limits: a measurement phase that runs past ``--max-seconds`` (a build, a compile, the first
 step) is killed and reported as ``timeout``; the timed blocks are shrunk (fewer steps per block,
@@ -195,6 +209,14 @@ PARTIAL: dict = {}  # what a child has measured so far, reported if a later phas
 CURRENT_PHASE = ["import"]
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (memory the kernel had to map in on first
+    touch, e.g. after the allocator gave it back to the system)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def emit(**msg):
     print(PROTOCOL + json.dumps(msg), flush=True)
 
@@ -260,6 +282,7 @@ def time_python_loop(step, xs, ys, step_s: float, args, base_rss: float, out: di
     out["rss_peak_mb"] = peak_rss_mb() - base_rss
     reset_peak_rss()
     times, losses = [], []
+    faults = minor_faults()
     with Phase("timed", 3 * repeats * block * step_s + 60):
         for _ in range(repeats):
             t = time.perf_counter()
@@ -267,6 +290,7 @@ def time_python_loop(step, xs, ys, step_s: float, args, base_rss: float, out: di
                 losses.append(step(xs[i], ys[i]))
             sync(losses[-1])
             times.append((time.perf_counter() - t) / block)
+    out["faults_per_step"] = (minor_faults() - faults) / (repeats * block)
     out["rss_steady_mb"] = peak_rss_mb() - base_rss
     out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
     return times, losses, block, repeats
@@ -360,12 +384,14 @@ def run_jax(impl: str, problem: dict, args) -> dict:
 
     reset_peak_rss()
     times = []
+    faults = minor_faults()
     with Phase("timed", 3 * repeats * block * step_s + 60):
         for _ in range(repeats):
             t = time.perf_counter()
             params, opt_state, losses = compiled(params, opt_state, xs[:block], ys[:block])
             losses.block_until_ready()
             times.append((time.perf_counter() - t) / block)
+    out["faults_per_step"] = (minor_faults() - faults) / (repeats * block)
     out["rss_steady_mb"] = peak_rss_mb() - base_rss
     out["rss_peak_mb"] = max(out["rss_peak_mb"], out["rss_steady_mb"])
     out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
@@ -431,6 +457,8 @@ def run_jax_native(impl: str, problem: dict, args) -> dict:
             if epochs_done == 1:
                 steady["rss_peak"] = peak_rss_mb() - base_rss
                 reset_peak_rss()
+                steady["faults"] = minor_faults()
+            steady["faults_timed"] = minor_faults() - steady["faults"]
             timed_s = history.wall_time[-1] - history.wall_time[0]
             return epochs_done > args.repeats and (timed_s >= args.min_seconds
                                                    or timed_s >= args.max_seconds)
@@ -446,6 +474,7 @@ def run_jax_native(impl: str, problem: dict, args) -> dict:
         times = list(np.diff(wall) / args.block)
         out["rss_steady_mb"] = peak_rss_mb() - base_rss
         out["rss_peak_mb"] = max(steady.get("rss_peak", 0.0), out["rss_steady_mb"])
+        out["faults_per_step"] = steady.get("faults_timed", 0) / (repeats * args.block)
         losses = np.asarray(history.train_loss)
         out.update(summarize(times, batch), block=args.block, repeats=repeats,
                    loss_first=float(losses[0]), loss_last=float(losses[-1]),
@@ -596,6 +625,30 @@ def child_main(args) -> int:
 # the parent: one subprocess per implementation x problem
 
 
+# glibc malloc settings of --malloc retain: no mmap for large blocks, no trimming of the heap
+RETAIN_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**15)}
+
+
+def child_env(malloc: str, base=None) -> dict:
+    """Environment of a measurement subprocess: ``base`` (default ``os.environ``), with the
+    glibc malloc settings of ``--malloc retain`` when asked for."""
+    env = dict(os.environ if base is None else base, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    if malloc == "retain":
+        env.update(RETAIN_MALLOC_ENV)
+    elif malloc != "inherit":
+        raise ValueError(f"unknown --malloc {malloc!r}; expected 'inherit' or 'retain'")
+    return env
+
+
+def allocator_settings(env) -> str:
+    """The settings in ``env`` that change how the process allocates memory (glibc's
+    ``MALLOC_*`` variables and ``GLIBC_TUNABLES``, ``LD_PRELOAD``), or a note that there are none."""
+    found = [f"{k}={env[k]}" for k in sorted(env)
+             if k in ("LD_PRELOAD", "GLIBC_TUNABLES") or k.startswith("MALLOC_")]
+    return " ".join(found) if found else ("system malloc with its defaults "
+                                          "(no MALLOC_*, GLIBC_TUNABLES or LD_PRELOAD)")
+
+
 def run_child(impl: str, problem: str, args, workdir: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, problem,
            "--block", str(args.block), "--repeats", str(args.repeats),
@@ -605,7 +658,7 @@ def run_child(impl: str, problem: str, args, workdir: str) -> dict:
         cmd += ["--cpus", str(args.cpus)]
     if args.torch_threads:
         cmd += ["--torch-threads", str(args.torch_threads)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env = child_env(args.malloc)
     preexec = None
     if args.cpus and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))[: args.cpus]
@@ -726,6 +779,10 @@ def main(argv=None) -> int:
                              "(round robin); steps are the median over rounds and each ratio the "
                              "median of the ratios within a round, so slow drifts of a shared "
                              "machine's load cancel")
+    parser.add_argument("--malloc", choices=["inherit", "retain"], default="inherit",
+                        help="memory allocator settings of the subprocesses: 'inherit' this "
+                             "process's environment, or 'retain': glibc malloc keeps freed memory "
+                             "instead of returning it to the system (see the module docstring)")
     parser.add_argument("--quick", action="store_true", help="seed problem, tiny budgets (smoke run)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "PROBLEM"), help=argparse.SUPPRESS)
@@ -741,8 +798,10 @@ def main(argv=None) -> int:
     header = (f"host: {cpu_model()}, {ncpu} CPUs{f' (pinned to {args.cpus})' if args.cpus else ''}, "
               f"{platform.system()} {platform.machine()} | "
               + ", ".join(f"{k} {v}" for k, v in vers.items() if v is not None))
+    allocator = allocator_settings(child_env(args.malloc))
     print("# kanjax vs peers: one training step\n")
     print(header)
+    print(f"allocator (--malloc {args.malloc}): {allocator}")
     not_installed = sorted({n for n, v in vers.items() if v is None})
     if not_installed:
         print(f"not installed: {', '.join(not_installed)}")
@@ -769,7 +828,7 @@ def main(argv=None) -> int:
         print()
     rows_header = ("| problem | impl | device | config | params | compile s | first step s | "
                    "step ms (median ± IQR) | samples/s | vs | step / kanjax | RSS peak MB | RSS steady MB "
-                   "| mem / kanjax | XLA MB | status |")
+                   "| mem / kanjax | XLA MB | page faults / step | status |")
     print(rows_header)
     print("|" + "---|" * rows_header.count(" | ") + "---|")
     with tempfile.TemporaryDirectory(prefix="kanjax-peers-") as workdir:
@@ -807,7 +866,8 @@ def main(argv=None) -> int:
                       f"| {fmt(r['step_vs_kanjax'], '.2f', '-')}{'x' if r['step_vs_kanjax'] else ''} "
                       f"| {fmt(r.get('rss_peak_mb'), '.1f')} | {fmt(r.get('rss_steady_mb'), '.1f')} "
                       f"| {fmt(r['mem_vs_kanjax'], '.2f')}{'x' if r['mem_vs_kanjax'] else ''} "
-                      f"| {fmt(r.get('xla_mb'), '.1f')} | {status} |", flush=True)
+                      f"| {fmt(r.get('xla_mb'), '.1f')} | {fmt(r.get('faults_per_step'), '.0f')} "
+                      f"| {status} |", flush=True)
                 results.append(r)
             if len(rounds) > 1:
                 per_round = [f"{impl} {', '.join(f'{v:.2f}x' for v in r['step_vs_kanjax_rounds'])}"
@@ -825,7 +885,8 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, f"peers_{tag}.json")
     settings = dict(block=args.block, repeats=args.repeats, rounds=args.rounds,
                     min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                    max_memory_gb=args.max_memory_gb, cpus=args.cpus or None, learning_rate=LEARNING_RATE,
+                    max_memory_gb=args.max_memory_gb, cpus=args.cpus or None, malloc=args.malloc,
+                    allocator=allocator, learning_rate=LEARNING_RATE,
                     grid_size=GRID_SIZE, order=ORDER, problems={p: PROBLEMS[p] for p in args.problems})
     with open(path, "w") as f:
         json.dump(dict(header=header, versions=vers, settings=settings, skipped=skipped,

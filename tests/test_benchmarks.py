@@ -69,3 +69,25 @@ def test_peers_plan_timing_extends_fast_rows_and_shrinks_slow_ones(step_s, expec
     assert peers.plan_timing(step_s, 10, 7, 60.0, True, min_s=2.0) == expected
     if expected[1] > 7:  # without a minimum, a fast row keeps --repeats blocks
         assert peers.plan_timing(step_s, 10, 7, 60.0, True) == (10, 7)
+
+
+def test_peers_malloc_retain_sets_glibc_variables_and_inherit_passes_the_environment():
+    peers = _load("peers")
+    base = {"PATH": "/bin", "MALLOC_ARENA_MAX": "2"}
+    inherited = peers.child_env("inherit", base)
+    assert inherited["PATH"] == "/bin" and inherited["MALLOC_ARENA_MAX"] == "2"
+    assert "MALLOC_MMAP_MAX_" not in inherited and "MALLOC_TRIM_THRESHOLD_" not in inherited
+    retained = peers.child_env("retain", base)
+    assert retained["MALLOC_MMAP_MAX_"] == "0"
+    assert int(retained["MALLOC_TRIM_THRESHOLD_"]) >= 2**40
+    assert base == {"PATH": "/bin", "MALLOC_ARENA_MAX": "2"}  # the caller's mapping is untouched
+    with pytest.raises(ValueError, match="--malloc"):
+        peers.child_env("tcmalloc", base)
+    # the header names every allocator setting a subprocess runs with, and only those
+    described = peers.allocator_settings(retained)
+    assert "MALLOC_MMAP_MAX_=0" in described and "MALLOC_ARENA_MAX=2" in described
+    assert "PATH" not in described
+    assert "defaults" in peers.allocator_settings({"PATH": "/bin"})
+    assert "LD_PRELOAD=libtcmalloc.so" in peers.allocator_settings({"LD_PRELOAD": "libtcmalloc.so"})
+    assert "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1" in peers.allocator_settings(
+        {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
