@@ -918,7 +918,7 @@ def _fit(model, data, *, epochs, batch_size, learning_rate, optimizer, schedule,
         val = (jnp.mean(per_example_loss(forward(unravel(p_out), r, xv), yv))
                if has_val else jnp.nan)
         lr = lr_fn((epoch + 1) * steps - 1) if lr_fn is not None else jnp.nan
-        done = s_out.converged if lm else jnp.asarray(False)  # LM: no step lowers the loss
+        done = s_out.converged if lm else jnp.asarray(False)  # LM: no step lowers the loss much
         stats = (finite, train_loss, val, lr, jnp.mean(norms, axis=0), done)
         # The parameter pytree comes back too, so that no separate unravel program has to
         # be compiled to hand the result to the model.

@@ -309,6 +309,27 @@ def test_levenberg_marquardt_fits_least_squares_to_float_precision():
     assert h2.config.get("converged") and h2.config["stopped_at_epoch"] < 50
 
 
+def test_lm_update_converges_by_relative_reduction():
+    # Linear least squares with a nonzero residual at the optimum: the first iteration
+    # lowers the loss a lot (not converged), the next one from the optimum by almost
+    # nothing (converged, whatever float noise it still finds). ftol=1 accepts any step as
+    # the last one; the parameters still move.
+    from kanjax import lm
+
+    a = jax.random.normal(jax.random.key(0), (30, 3))
+    b = a @ jnp.array([1.0, -2.0, 0.5]) + 0.1 * jax.random.normal(jax.random.key(1), (30,))
+    loss_fn = lambda t: jnp.sum((a @ t - b) ** 2)  # noqa: E731
+    normal_fn = lambda t: (a.T @ a, a.T @ (a @ t - b), loss_fn(t))  # noqa: E731
+    theta, state = jnp.zeros(3), lm.lm_init(jnp.zeros(3), damping=1e-6)
+    theta1, state1, loss0, _ = lm.lm_update(loss_fn, normal_fn, theta, state)
+    assert float(loss_fn(theta1)) < 0.01 * float(loss0) and not bool(state1.converged)
+    theta2, state2, _, _ = lm.lm_update(loss_fn, normal_fn, theta1, state1)
+    assert bool(state2.converged)
+    np.testing.assert_allclose(theta2, np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-4)
+    moved, state_f, _, _ = lm.lm_update(loss_fn, normal_fn, theta, state, ftol=1.0)
+    assert bool(state_f.converged) and float(jnp.abs(moved - theta).max()) > 0.1
+
+
 def test_levenberg_marquardt_rejects_what_it_cannot_do():
     x = jnp.zeros((10, 2))
     z = jnp.zeros((10, 1))
