@@ -162,6 +162,26 @@ def test_uniform_fast_path_derivative_matches_scipy(order, rng):
     check_grads(f, (jnp.float32(0.123),), order=1, modes=["fwd", "rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_uniform_derivative_on_knots_matches_the_recursion(order):
+    # On a knot the fast path's derivative is the right-hand one, as the recursion's on
+    # half-open intervals (for order 1 the two sides differ; for order >= 2 both are equal).
+    knots = basis.uniform_grid(4, order, (-1.0, 1.0), num_inputs=1)
+    start, step = _uniform_args(knots)
+    on_knots = jnp.asarray(knots)[0, 1:-1, None]  # interior knots, including the centres
+
+    def fast(v):
+        return basis.uniform_bspline_basis(v, start[:1], step[:1], 4 + order, order)
+
+    def general(v):
+        return basis.bspline_basis(v, knots[:1], order)
+
+    d_fast = jax.vmap(jax.jacfwd(fast))(on_knots)
+    d_general = jax.vmap(jax.jacfwd(general))(on_knots)
+    np.testing.assert_allclose(np.asarray(d_fast), np.asarray(d_general), atol=1e-4)
+    assert float(jnp.abs(d_fast).max()) > 0.5
+
+
 def test_uniform_fast_path_jit_vmap_and_leading_dims():
     knots = basis.uniform_grid(5, 3, num_inputs=2)
     start, step = _uniform_args(knots)
