@@ -115,15 +115,6 @@ def kan_layer_from_basis(
     XLA:CPU ran the first ~5x faster for a narrow ``g`` (2 ms against 10 ms for the 10
     outputs of a [64, 256, 256, 10] KAN at batch 4096, and the whole training step ~5% faster).
     Wider layers keep ``W``, whose ``g W^T`` was the faster one there.
-
-    A layer with a single output (the last layer of a regression KAN) keeps ``D`` as an
-    array of its own (``lax.optimization_barrier``), computed once in the forward pass. With
-    one output, ``g W^T`` is an outer product that XLA fuses, together with a re-evaluation
-    of ``D`` from ``x``, into the backward kernel for ``dx``, and XLA:CPU ran that kernel
-    slowly. Measured on a 2-core x86 CPU (AVX-512; same-process A/B of whole training steps):
-    [8, 64, 64, 1] at batch 1024 24% faster with B-splines and 7% with the Taylor basis,
-    at batch 4096 20%; [64, 256, 256, 1] 6%; the seed model 20%. With 10 or 64 outputs the
-    same change was 0-5% slower, so wider layers leave ``D`` to XLA.
     """
     out_major = coef.shape[1] <= _OUT_MAJOR_MAX
     weights = _stacked_weights(w_base, w_spline, coef, out_major=out_major)
@@ -166,10 +157,6 @@ def _times(a, weights, out_major):
     return a @ weights
 
 
-def _num_outputs(weights, out_major) -> int:
-    return weights.shape[0] if out_major else weights.shape[-1]
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _features_matmul(basis_fn, out_major, x, basis_args, weights):
     """``features(x) @ W`` for ``W = weights`` (or ``weights.T`` when ``out_major``)."""
@@ -185,8 +172,6 @@ def _features_matmul_jvp(basis_fn, out_major, primals, tangents):
     else:  # the features and their derivative in x from one forward-mode pass
         f, d = jax.jvp(lambda v: _features(basis_fn, v, basis_args), (x,), (jnp.ones_like(x),))
         features = _flat(f)
-        if _num_outputs(weights, out_major) == 1:
-            d = jax.lax.optimization_barrier(d)  # see kan_layer_from_basis
         y_dot = _times(_flat(_scale_rows(d, x_dot)), weights, out_major)
     y = _times(features, weights, out_major)
     if not isinstance(w_dot, SymbolicZero):

@@ -224,7 +224,7 @@ def _reference_call(layer, x, params, grid=None):
     dict(basis="bspline", grid_size=5, order=2),
     dict(basis="bspline", order=3, grid=[-1.0, -0.8, -0.7, -0.5, -0.1, 0.2, 0.3, 0.6, 0.9, 1.2]),
 ])
-# both weight layouts, and one output (whose basis derivative is kept as its own array)
+# both weight layouts, and a single output (where XLA turns g W^T into an outer product)
 @pytest.mark.parametrize("n_out", [1, 4, layer_lib._OUT_MAJOR_MAX + 1])
 def test_layer_derivatives_equal_plain_autodiff(kwargs, n_out):
     # KANLayer differentiates through kan_layer_from_basis's own JVP rule; every derivative
