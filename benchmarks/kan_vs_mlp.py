@@ -18,6 +18,16 @@ Models: ``kan-bspline`` (G=5, k=3), ``kan-taylor``, ``mlp`` (same widths, silu) 
     python benchmarks/kan_vs_mlp.py --problems medium    # one problem
     python benchmarks/kan_vs_mlp.py --quick              # CI smoke run (seed only, short)
 
+Two drivers (``--driver``), the same for every model:
+
+* ``scan`` (default): ``--block`` Adam steps on fixed random batches as one jitted
+  ``lax.scan`` with donated state, written here: the models alone, with no driver.
+* ``train``: ``kanjax.train(model, data, optimizer=optax.adam(1e-3), batch_size=batch)`` on
+  ``--block`` batches, the way users train (flat parameters, a shuffle and per-layer gradient
+  norms every epoch); a step is an epoch's wall time (``History.wall_time``) over ``--block``.
+  XLA compiles the two programs differently, and the same model can differ by tens of percent
+  between them (see the README), so the README reports both.
+
 All models of a problem are compiled first and then timed in ``--repeats`` rounds: each round
 measures the matmul rate and one block of every model, seconds apart. Steps are medians over
 the rounds and each ratio is the median of the ratios formed within a round, so a load change
@@ -175,13 +185,36 @@ def compile_step(model, problem: dict, block: int) -> dict:
 
 
 def time_block(entry: dict) -> float:
-    """Seconds per step of one call of a :func:`compile_step` program."""
+    """Seconds per step of one call of a :func:`compile_step` program (or one
+    :func:`train_entry` block)."""
+    if entry.get("driver") == "train":
+        entry["calls"] += 1
+        model, history = kanjax.train(entry["model"], entry["data"], epochs=entry["epochs"],
+                                      batch_size=entry["data"][0].shape[0] // entry["block"],
+                                      optimizer=optax.adam(1e-3), seed=entry["calls"],
+                                      progress=False)
+        entry["last_compile_s"] = history.config.get("compile_time")
+        entry["losses"] = np.asarray(history.train_loss)
+        return float(np.median(np.diff(history.wall_time))) / entry["block"]
     start = time.perf_counter()
     params, opt_state, losses = entry["program"](*entry["state"], *entry["data"])
     losses.block_until_ready()
     elapsed = (time.perf_counter() - start) / entry["block"]
     entry["state"], entry["losses"] = (params, opt_state), losses
     return elapsed
+
+
+def train_entry(model, problem: dict, block: int, epochs: int = 4) -> dict:
+    """The ``train`` driver: each timed block is one ``kanjax.train`` call of ``epochs`` epochs
+    of ``block`` batches; its step time is the median epoch (after the first) over ``block``."""
+    widths, batch = problem["widths"], problem["batch"]
+    x = jax.random.uniform(jax.random.key(1), (block * batch, widths[0]), minval=-1, maxval=1)
+    entry = dict(driver="train", model=model, data=(x, target(x, widths[-1])), block=block,
+                 epochs=epochs, calls=0, memory_mb=None)
+    start = time.perf_counter()
+    time_block(entry)  # warm-up: imports, tracing and the first compile
+    entry["compile_s"] = entry.pop("last_compile_s", time.perf_counter() - start)
+    return entry
 
 
 def interleaved_times(entries: dict, repeats: int, matmul_rate) -> tuple[dict, list]:
@@ -216,6 +249,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["kan-bspline", "kan-taylor", "mlp", "mlp-matched"])
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per model")
+    parser.add_argument("--driver", choices=["scan", "train"], default="scan",
+                        help="how every model's steps run: one jitted lax.scan written here, "
+                             "or kanjax.train (see the module docstring)")
     parser.add_argument("--epochs", type=int, default=50, help="training budget for the accuracy column")
     parser.add_argument("--n-train", type=int, default=4096)
     parser.add_argument("--no-accuracy", action="store_true")
@@ -239,7 +275,8 @@ def main(argv=None) -> int:
               f"python {platform.python_version()} | {os.cpu_count()} CPUs")
     print("# KAN vs MLP training-step benchmark\n")
     print(header)
-    print(f"settings: {args.repeats} rounds; each round times a {args.matmul_n}^3 {args.dtype} jnp.dot "
+    print(f"settings: driver {args.driver}; {args.repeats} rounds; each round times a "
+          f"{args.matmul_n}^3 {args.dtype} jnp.dot "
           f"(the floor's rate), then one block of {args.block} steps of every model in turn; Adam; "
           f"B-spline G={GRID_SIZE}, k={ORDER}; step = median over rounds, each ratio = median of "
           f"the ratios within a round; XLA options {XLA_OPTIONS} (as kanjax.train); "
@@ -258,7 +295,8 @@ def main(argv=None) -> int:
             model = models[label]
             rows[label] = dict(problem=name, model=label, widths=list(model.widths),
                                params=num_params(model), batch=problem["batch"])
-            entries[label] = compile_step(model, problem, args.block)
+            entries[label] = (compile_step(model, problem, args.block) if args.driver == "scan"
+                              else train_entry(model, problem, args.block))
         times, rates = interleaved_times(entries, args.repeats, matmul_rate)
         rates_by_problem[name] = statistics.median(rates)
         base = times.get("mlp-matched")
@@ -289,8 +327,10 @@ def main(argv=None) -> int:
         f"{name} {rate:.1f} GFLOP/s" for name, rate in rates_by_problem.items()))
     os.makedirs(args.out, exist_ok=True)
     tag = "quick" if args.quick else "_".join(args.problems) + ("" if compute is None else f"_{args.dtype}")
+    tag += "" if args.driver == "scan" else f"_{args.driver}"
     with open(os.path.join(args.out, f"kan_vs_mlp_{tag}.json"), "w") as f:
-        json.dump(dict(header=header, xla_options=XLA_OPTIONS, matmul_gflops=rates_by_problem, results=results), f, indent=1)
+        json.dump(dict(header=header, driver=args.driver, xla_options=XLA_OPTIONS,
+                       matmul_gflops=rates_by_problem, results=results), f, indent=1)
     chart(results, os.path.join(args.out, f"kan_vs_mlp_{tag}.png"), header)
     print(f"\nwrote {args.out}/kan_vs_mlp_{tag}.json and .png")
     return 0 if all(r["finite"] for r in results) else 1

@@ -36,6 +36,20 @@ def test_kan_vs_mlp_quick_writes_every_row(tmp_path):
     assert (tmp_path / "kan_vs_mlp_quick.png").stat().st_size > 0
 
 
+def test_kan_vs_mlp_train_driver_times_kanjax_train(tmp_path):
+    kan_vs_mlp = _load("kan_vs_mlp")
+    assert kan_vs_mlp.main(["--quick", "--no-accuracy", "--driver", "train", "--models",
+                            "kan-bspline", "mlp-matched", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "kan_vs_mlp_quick_train.json").read_text())
+    assert data["driver"] == "train"
+    rows = data["results"]
+    assert [r["model"] for r in rows] == ["kan-bspline", "mlp-matched"]
+    for r in rows:
+        assert r["finite"] and len(r["step_ms_rounds"]) == 2 and r["step_ms"] > 0
+        assert r["compile_s"] > 0 and r["memory_mb"] is None
+    assert rows[0]["vs_mlp_matched"] > 0 and rows[1]["vs_mlp_matched"] == 1.0
+
+
 def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "peers.py"), "--quick", "--out", str(tmp_path),
