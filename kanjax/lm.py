@@ -12,9 +12,9 @@ when no trial lowers the loss by more than a fraction ``ftol`` of it (MINPACK's 
 reduction test, with its recommended ``ftol = sqrt(machine epsilon)`` of the parameters'
 dtype, ~3e-4 in float32); a step that lowers the loss is still taken. ``J`` is built
 from per-sample Jacobians (``vmap`` over samples of ``jacrev`` of one sample's residuals),
-in chunks of samples so that no more than about ``2**22`` Jacobian entries exist at once: the model's
-prediction for a sample must depend on that sample only, as for ``kanjax.KAN`` and
-``kanjax.MLP``. Cost per iteration: ``O(m P^2)`` for ``A`` and ``O(P^3)`` per trial for the
+in chunks of samples so that no more than about ``2**22`` Jacobian entries exist at once:
+the model's prediction for a sample must depend on that sample only, as for ``kanjax.KAN``
+and ``kanjax.MLP``. Cost per iteration: ``O(m P^2)`` for ``A`` and ``O(P^3)`` per trial for the
 Cholesky solve, which is why this is for models of up to a few thousand parameters.
 """
 
