@@ -5,7 +5,12 @@ Layout, from the bottom up:
 * :mod:`kanjax.basis` - pure basis functions (power/Taylor, B-spline);
 * :mod:`kanjax.layer` - pure KAN layer maths;
 * :mod:`kanjax.nn` - thin Flax NNX modules (``KANLayer``, ``KAN``, ``MLP``);
-* :mod:`kanjax.training` - ``train``: one compiled ``lax.scan`` program per epoch;
+* :mod:`kanjax.training` - ``train``: one compiled ``lax.scan`` program per epoch, built from
+  :mod:`kanjax.train_config` (validated arguments), :mod:`kanjax.objective`,
+  :mod:`kanjax.optimizers` (every optimizer an optax transformation, :mod:`kanjax.lm`),
+  :mod:`kanjax.epoch` (the pure epoch program), :mod:`kanjax.driver` and
+  :mod:`kanjax.hooks` (the host loop), :mod:`kanjax.fit`, :mod:`kanjax.ensemble`,
+  :mod:`kanjax.schedule` (grid schedules), :mod:`kanjax.mesh` and :mod:`kanjax.history`;
 * :mod:`kanjax.checkpoint` - ``save``/``load`` of models, histories and optimizer states
   (orbax arrays, JSON architecture; atomic), used by ``train(checkpoint_dir=...)``;
 * :mod:`kanjax.functions`, :mod:`kanjax.symbolic` - closed-form edges: fitting
@@ -24,6 +29,7 @@ from kanjax.plotting import plot_network as plot
 from kanjax.symbolic import auto_symbolic, fix_symbolic, suggest_symbolic, symbolic_formula
 from kanjax.training import (
     History,
+    TrainConfig,
     TrainingDiverged,
     ensemble_member,
     evaluate,
@@ -60,6 +66,7 @@ __all__ = [
     "plot_loss",
     "plot_grad_norms",
     "History",
+    "TrainConfig",
     "TrainingDiverged",
     "train",
     "train_ensemble",

@@ -853,7 +853,7 @@ def _model(path: str, meta, arrays) -> nnx.Module:
 def _history(path: str, meta):
     if not meta.get("history"):
         return None
-    from kanjax.training import History
+    from kanjax.history import History
 
     try:
         with open(os.path.join(path, _HISTORY), encoding="utf-8") as f:
@@ -906,3 +906,138 @@ def _load_optimizer_state(path: str, opt_meta: Mapping[str, Any], arrays, like):
         return _build_tree(opt_meta["structure"], leaves)
     except (KeyError, TypeError, ValueError, AttributeError, ImportError, IndexError) as err:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the optimizer state: {err}") from None
+
+
+# ----------------------------------------------------------------------------- training runs
+
+_CHECKPOINT_NAME = "latest"
+
+
+def training_checkpoints(model, checkpoint_dir, checkpoint_every, resume, members):
+    """The checkpoint of a ``train`` run (validated before any work); ``None`` without a dir.
+
+    ``members`` is the ensemble size (``None`` for one model); ensembles are not
+    checkpointed.
+    """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)):
+        raise TypeError(f"checkpoint_every must be an integer, got {checkpoint_every!r}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    every = int(checkpoint_every)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {resume!r}")
+    if checkpoint_dir is None:
+        if every or resume:
+            raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        return None
+    if members is not None:
+        raise ValueError("checkpoint_dir is not supported by train_ensemble")
+    _describe_model(model)  # TypeError now, not after the first epoch
+    directory = _abspath(checkpoint_dir)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"checkpoint_dir {directory} exists and is not a directory")
+    return TrainingCheckpoints(directory, every)
+
+
+def _variable_summary(state) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    return {
+        ".".join(map(str, path)): (type(var).__name__, tuple(np.shape(var[...])),
+                                   str(jnp.result_type(var[...])))
+        for path, var in nnx.to_flat_state(state)
+    }
+
+
+class TrainingCheckpoints:
+    """The checkpoint of one ``train`` run, ``directory/latest``, replaced at every save."""
+
+    def __init__(self, directory: str, every: int):
+        self.path = os.path.join(directory, _CHECKPOINT_NAME)
+        self.every = every
+        self.epochs = 0
+        self.options: dict[str, Any] = {}
+        self.key: dict[str, Any] = {}
+
+    def configure(self, *, epochs: int, key, options: dict[str, Any]) -> None:
+        self.epochs = epochs
+        # Normalised through JSON, as they will be read back from metadata.json.
+        self.options = json.loads(json.dumps(options))
+        self.key = {"impl": str(jax.random.key_impl(key)),
+                    "data": np.asarray(jax.random.key_data(key)).tolist()}
+
+    def due(self, completed: int) -> bool:
+        return completed == self.epochs or bool(self.every and completed % self.every == 0)
+
+    def save(self, graphdef, params, rest, opt_state, history, completed: int) -> None:
+        save(
+            self.path, nnx.merge(graphdef, params, rest), history=history,
+            optimizer_state=opt_state,
+            metadata={"train": {"epoch": completed, "options": self.options, "key": self.key}},
+        )
+
+    def restore(self, graphdef, params, rest, opt_state):
+        """``(params, rest, opt_state, history, epoch)`` from the checkpoint, or ``None`` if none.
+
+        ``params``, ``rest`` and ``opt_state`` of the fresh run give the structures (and are
+        checked against the checkpoint's shapes); the returned ones have those structures.
+        """
+        if not os.path.exists(self.path):
+            parent, name = os.path.split(self.path)
+            if os.path.isdir(parent) and any(n.startswith(f"{name}.old-") for n in os.listdir(parent)):
+                read_metadata(self.path)  # raises, naming the interrupted save
+            return None
+        # In order: the run's options, the model, then the optimizer state, so that the
+        # error names the first difference.
+        file_meta, arrays = _open(self.path)
+        meta = (file_meta.get("metadata") or {}).get("train")
+        history = _history(self.path, file_meta)
+        if not isinstance(meta, dict) or history is None:
+            raise CheckpointError(
+                f"checkpoint {self.path}: was not written by kanjax.train (no training state)")
+        epoch = self._check_run(meta, history)
+        params, rest = self._restore_model(file_meta, arrays, graphdef, params, rest)
+        opt_state = _optimizer_state(self.path, file_meta, arrays, opt_state)
+        return params, rest, opt_state, history, epoch
+
+    def _incompatible(self, problem):
+        return ValueError(f"cannot resume from checkpoint {self.path}: {problem}")
+
+    def _check_run(self, meta, history) -> int:
+        saved = meta.get("options", {})
+        diffs = [
+            f"{k}: {saved.get(k, '<unset>')!r} in the checkpoint, {self.options.get(k, '<unset>')!r} now"
+            for k in sorted(set(saved) | set(self.options)) if saved.get(k) != self.options.get(k)
+        ]
+        if diffs:
+            raise self._incompatible(
+                "it was written by a run with other options (" + "; ".join(diffs) + ")")
+        if meta.get("key") != self.key:
+            raise self._incompatible(
+                f"its shuffling key {meta.get('key')} differs from this run's {self.key} (another "
+                "jax PRNG implementation?)")
+        epoch = meta.get("epoch")
+        if (isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= self.epochs
+                or history.epochs != epoch):
+            raise CheckpointError(
+                f"checkpoint {self.path}: invalid epoch counter {epoch!r} (history has "
+                f"{history.epochs} epochs)")
+        return epoch
+
+    def _restore_model(self, file_meta, arrays, graphdef, params, rest):
+        model = _model(self.path, file_meta, arrays)
+        loaded_graphdef, loaded_params, loaded_rest = nnx.split(model, nnx.Param, ...)
+        for what, fresh, loaded in (("trainable", params, loaded_params),
+                                    ("non-trainable", rest, loaded_rest)):
+            a, b = _variable_summary(loaded), _variable_summary(fresh)
+            if a != b:
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:5]
+                raise self._incompatible(
+                    f"its model's {what} variables differ from `model`'s at {diff} "
+                    f"(checkpoint {[a.get(k) for k in diff]}, model {[b.get(k) for k in diff]}); "
+                    "build `model` as for the checkpointed run")
+        if loaded_graphdef != graphdef:
+            raise self._incompatible(
+                "its model's static attributes (basis, grids, symbolic edges, ...) differ from "
+                "`model`'s; build `model` as for the checkpointed run")
+        params = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(loaded_params))
+        rest = jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(loaded_rest))
+        return params, rest

@@ -1,8 +1,10 @@
 """Levenberg-Marquardt for small least-squares fits (the KAN paper's regime).
 
-Pure functions on one flat parameter vector ``theta`` of size ``P``; ``kanjax.train(...,
-optimizer="lm")`` runs :func:`lm_update` once per (full-batch) epoch inside its compiled
-program.
+:func:`levenberg_marquardt` is an ``optax.GradientTransformationExtraArgs`` on one flat
+parameter vector ``theta`` of size ``P``; ``kanjax.train(..., optimizer="lm")`` runs it once
+per (full-batch) epoch. Its ``update`` receives the residual function of one sample
+(``residual_fn``) and the batch's samples (``samples``) as extra arguments, besides the
+loss (``value_fn``). :func:`lm_update` is the same iteration as a pure function.
 
 One iteration forms the Gauss-Newton normal equations ``A = J^T J``, ``g = J^T r`` of the
 residuals ``r`` (``loss = r . r``), then tries steps ``(A + lam * diag(A + eps)) delta = -g``
@@ -25,8 +27,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-__all__ = ["LMState", "lm_init", "lm_update", "normal_equations", "MAX_PARAMS"]
+__all__ = [
+    "MAX_PARAMS",
+    "LMState",
+    "levenberg_marquardt",
+    "lm_init",
+    "lm_update",
+    "normal_equations",
+]
 
 MAX_PARAMS = 20_000  # a P x P Cholesky per trial: beyond this, use L-BFGS or Adam
 
@@ -41,30 +51,32 @@ def lm_init(theta: jax.Array, damping: float = 1e-2) -> LMState:
 
 
 def normal_equations(
-    residual_one: Callable, theta: jax.Array, xs: jax.Array, ys: jax.Array, ws: jax.Array,
-    *, max_entries: int = 2**22,
+    residual_one: Callable, theta: jax.Array, *samples, max_entries: int = 2**22,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(J^T J, J^T r, r . r)`` over all samples.
 
     Args:
-      residual_one: ``residual_one(theta, x_i, y_i, w_i) -> (n_out,)``, one sample's
-        residuals (weighted and scaled so that their squares sum to the loss).
+      residual_one: ``residual_one(theta, *sample) -> (n_out,)``, one sample's residuals
+        (weighted and scaled so that their squares sum to the loss).
       theta: ``(P,)``.
-      xs, ys, ws: the samples (leading axis ``m``), their targets and weights.
+      samples: pytrees of arrays with a leading sample axis ``m`` (e.g. inputs, targets,
+        weights); ``residual_one`` gets one sample of each.
       max_entries: Jacobian entries formed at once (samples are taken in chunks).
     """
-    m, n_par = xs.shape[0], theta.shape[0]
-    n_out = jax.eval_shape(residual_one, theta, xs[0], ys[0], ws[0]).shape[0]
+    m = jax.tree.leaves(samples)[0].shape[0]
+    n_par = theta.shape[0]
+    first = jax.tree.map(lambda a: a[0], samples)
+    n_out = jax.eval_shape(residual_one, theta, *first).shape[0]
     chunk = int(max(1, min(m, max_entries // max(1, n_par * n_out))))
     n_chunks = -(-m // chunk)
     pad = n_chunks * chunk - m
 
-    def padded(a, fill):
-        a = jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), fill, a.dtype)]) if pad else a
+    def padded(a):  # padded samples are zeros (weight 0: their residuals and rows of J are 0)
+        a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
         return a.reshape(n_chunks, chunk, *a.shape[1:])
 
-    with_aux = jax.jacrev(lambda t, x, y, w: (residual_one(t, x, y, w),) * 2, has_aux=True)
-    per_sample = jax.vmap(with_aux, in_axes=(None, 0, 0, 0))
+    with_aux = jax.jacrev(lambda t, *s: (residual_one(t, *s),) * 2, has_aux=True)
+    per_sample = jax.vmap(with_aux, in_axes=(None, *[0] * len(samples)))
 
     def products(batch):  # (J^T J, J^T r, r . r) of one chunk of samples
         jac, res = per_sample(theta, *batch)  # (chunk, n_out, P), (chunk, n_out)
@@ -72,16 +84,14 @@ def normal_equations(
         return jac.T @ jac, jac.T @ res, res @ res
 
     if n_chunks == 1:  # all samples at once: no loop to compile
-        return products((xs, ys, ws))
+        return products(samples)
 
     def accumulate(carry, batch):
         return tuple(c + p for c, p in zip(carry, products(batch))), None
 
     zero = jnp.zeros((), theta.dtype)
     init = (jnp.zeros((n_par, n_par), theta.dtype), jnp.zeros_like(theta), zero)
-    # padded samples get weight 0, so their residuals (and rows of J) are 0
-    (a, g, loss), _ = jax.lax.scan(
-        accumulate, init, (padded(xs, 0), padded(ys, 0), padded(ws, 0)))
+    (a, g, loss), _ = jax.lax.scan(accumulate, init, jax.tree.map(padded, samples))
     return a, g, loss
 
 
@@ -110,6 +120,13 @@ def lm_update(
       ``(theta, state, loss, grad)``: the new parameters (unchanged if no trial lowered
       the loss), the new state, the loss at the old ``theta`` and its gradient ``2 J^T r``.
     """
+    delta, state, loss, grad = _lm_step(loss_fn, normal_fn, theta, state, max_trials, ftol)
+    return theta + delta, state, loss, grad
+
+
+def _lm_step(loss_fn, normal_fn, theta, state, max_trials, ftol):
+    """``(delta, state, loss, grad)``: :func:`lm_update` with the step instead of the
+    new parameters (``theta + delta`` is the accepted trial point exactly; 0 if none)."""
     a, g, loss = normal_fn(theta)
     diag = jnp.diagonal(a)
     # Marquardt's scaling, floored so that directions the data do not constrain stay put
@@ -119,17 +136,45 @@ def lm_update(
         k, lam, best, best_loss, _ = carry
         system = a + jnp.diag(lam * scale)
         delta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(system), -g)
-        candidate = theta + delta
-        new_loss = loss_fn(candidate)
+        new_loss = loss_fn(theta + delta)
         good = jnp.isfinite(new_loss) & (new_loss < loss) & jnp.all(jnp.isfinite(delta))
-        return (k + 1, jnp.where(good, lam / 3, lam * 4), jnp.where(good, candidate, best),
+        return (k + 1, jnp.where(good, lam / 3, lam * 4), jnp.where(good, delta, best),
                 jnp.where(good, new_loss, best_loss), good)
 
-    _, lam, new_theta, new_loss, accepted = jax.lax.while_loop(
+    _, lam, delta, new_loss, accepted = jax.lax.while_loop(
         lambda c: (~c[4]) & (c[0] < max_trials), trial,
-        (jnp.asarray(0), state.damping, theta, loss, jnp.asarray(False)))
+        (jnp.asarray(0), state.damping, jnp.zeros_like(theta), loss, jnp.asarray(False)))
     lam = jnp.clip(lam, 1e-12, 1e12).astype(theta.dtype)
     if ftol is None:
         ftol = float(jnp.finfo(theta.dtype).eps) ** 0.5
     stalled = ~accepted | ((loss - new_loss) <= ftol * loss)
-    return new_theta, LMState(lam, stalled), loss, 2 * g
+    return delta, LMState(lam, stalled), loss, 2 * g
+
+
+def levenberg_marquardt(
+    *, damping: float = 1e-2, max_trials: int = 8, ftol: float | None = None,
+    max_entries: int = 2**22,
+) -> optax.GradientTransformationExtraArgs:
+    """Levenberg-Marquardt as an optax transformation on a flat parameter vector.
+
+    ``update(grads, state, params, *, value_fn, residual_fn, samples)``: ``value_fn(theta)``
+    is the loss, ``residual_fn(theta, *sample)`` one sample's residuals (their squares
+    summed over ``samples`` give the loss) and ``samples`` a tuple of pytrees with a leading
+    sample axis. ``grads`` are not used (the step solves the damped normal equations). The
+    state is :class:`LMState`; ``state.converged`` says that the last iteration lowered the
+    loss by at most ``ftol`` of it (see :func:`lm_update` for the arguments).
+    """
+
+    def init(params):
+        return lm_init(params, damping)
+
+    def update(updates, state, params=None, *, value_fn, residual_fn, samples, **extra):
+        del updates, extra  # the step comes from the normal equations, not the gradient
+
+        def normal_fn(theta):
+            return normal_equations(residual_fn, theta, *samples, max_entries=max_entries)
+
+        delta, state, _, _ = _lm_step(value_fn, normal_fn, params, state, max_trials, ftol)
+        return delta, state
+
+    return optax.GradientTransformationExtraArgs(init, update)

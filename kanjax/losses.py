@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["mse", "cross_entropy", "get"]
+__all__ = ["cross_entropy", "get", "mse"]
 
 
 def _per_sample_mean(v: jax.Array) -> jax.Array:

@@ -403,7 +403,7 @@ class KANLayer(nnx.Module):
             )
 
 
-def _inputs_of_layers(model, x):
+def inputs_of_layers(model, x):
     """The inputs each layer of ``model`` receives from ``x``: a list, ``x`` first."""
     inputs = [x]
     for layer in model.layers[:-1]:
@@ -413,11 +413,11 @@ def _inputs_of_layers(model, x):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _layer_inputs_of_state(graphdef, state, x):
-    return _inputs_of_layers(nnx.merge(graphdef, state), x)
+    return inputs_of_layers(nnx.merge(graphdef, state), x)
 
 
 def _layer_inputs(model, x):
-    """``_inputs_of_layers`` as one compiled forward pass, for the host side.
+    """``inputs_of_layers`` as one compiled forward pass, for the host side.
 
     A pure function of the split state: unlike ``nnx.jit`` it writes nothing back into
     ``model``, so a background thread may call it on a model that shares variables with
@@ -430,11 +430,11 @@ def _layer_inputs(model, x):
 def _refine_all(graphdef, state, x, grid_size, grid_eps, margin, ridge):
     """``[(grid, coef)]`` of every layer of a B-spline KAN refined on the inputs from ``x``."""
     model = nnx.merge(graphdef, state)
-    return _regrid_layers(model.layers, _inputs_of_layers(model, x), [grid_size] * len(model.layers),
+    return regrid_layers(model.layers, inputs_of_layers(model, x), [grid_size] * len(model.layers),
                           grid_eps, margin, ridge)
 
 
-def _regrid_layers(layers, inputs, grid_sizes, grid_eps, margin, ridge):
+def regrid_layers(layers, inputs, grid_sizes, grid_eps, margin, ridge):
     """:func:`_regrid` of several B-spline layers (``[(grid, coef)]``), traced once per kind.
 
     Layers with the same order, knot count, uniform flag and new grid size are regridded
@@ -661,7 +661,7 @@ class KAN(nnx.Module):
         # compiled program; nothing runs op by op.
         if _refit_flops(self.layers, x.shape[0], grid_size) <= _HOST_REFIT_MAX_FLOPS:
             inputs = [np.asarray(h, np.float64) for h in _layer_inputs(self, x)]
-            refits = _regrid_layers(self.layers, inputs, [grid_size] * len(self.layers),
+            refits = regrid_layers(self.layers, inputs, [grid_size] * len(self.layers),
                                     options["grid_eps"], options["margin"], options["ridge"])
         else:
             graphdef, state = nnx.split(self)
@@ -678,7 +678,7 @@ class KAN(nnx.Module):
             layer.uniform = _is_uniform(grid)
 
 
-def _warm_refine(model: KAN, x, grid_size: int) -> None:
+def warm_refine(model: KAN, x, grid_size: int) -> None:
     """Compile what ``model.refine(grid_size, x)`` will compile (for a model with this
     structure), so that the refine itself runs without compiling."""
     x = model._samples(x)
@@ -687,7 +687,7 @@ def _warm_refine(model: KAN, x, grid_size: int) -> None:
         _layer_inputs(model, x)
 
 
-def _refined_like(model: KAN, grid_size: int, uniform: bool) -> KAN:
+def refined_like(model: KAN, grid_size: int, uniform: bool) -> KAN:
     """A stand-in with the structure ``model.refine(grid_size, x)`` gives, arrays all zero.
 
     For compiling a refined model's programs before its values exist (grid schedules);

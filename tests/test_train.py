@@ -406,7 +406,7 @@ def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
     # Small calls compile with XLA:CPU's fast-compile options; large ones without them,
     # because the fast-compile emitters run big tensors much slower. Both leave out the
     # YNNPACK fusions (kanjax._xla.CPU_RUN_OPTIONS).
-    from kanjax import _xla, training
+    from kanjax import _xla, compiling
 
     if jax.default_backend() != "cpu":
         pytest.skip("the option choice is CPU-only")
@@ -424,7 +424,7 @@ def test_cpu_compile_options_follow_the_amount_of_work(monkeypatch):
     f = jax.jit(lambda v: jnp.sin(v) * 2.0)
     v = jnp.arange(4.0)
     for work in (0.0, 1e12):
-        np.testing.assert_allclose(training._compile(f, v, work=work)(v), np.sin(np.arange(4.0)) * 2,
+        np.testing.assert_allclose(compiling.compile_program(f, v, work=work)(v), np.sin(np.arange(4.0)) * 2,
                                    rtol=1e-6)
     assert seen == [fast, full]
     x = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
@@ -450,7 +450,7 @@ def test_cpu_compile_options_leave_out_what_xla_does_not_know(monkeypatch):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 1000, 4097])
 def test_shuffle_is_a_permutation_and_depends_on_the_key(n):
-    from kanjax.training import _shuffle
+    from kanjax.epoch import shuffle as _shuffle
 
     shuffle = jax.jit(_shuffle, static_argnums=1)
     perms = np.stack([np.asarray(shuffle(jax.random.key(s), n)) for s in range(40)])
@@ -465,7 +465,7 @@ def test_shuffle_is_a_permutation_and_depends_on_the_key(n):
 def test_shuffle_places_every_sample_uniformly():
     # where sample 0 lands, over many keys: uniform over 10 buckets (chi-square, 9 dof,
     # p ~ 1e-4 bound), and no correlation between a sample's index and its position
-    from kanjax.training import _shuffle
+    from kanjax.epoch import shuffle as _shuffle
 
     n, keys = 100, 3000
     perms = np.asarray(jax.jit(jax.vmap(lambda k: _shuffle(k, n)))(
@@ -479,7 +479,7 @@ def test_shuffle_places_every_sample_uniformly():
 
 @pytest.mark.parametrize("n", [96, 100])  # every batch full (plain mean) / last one padded
 def test_train_equals_a_hand_written_optax_loop(n):
-    from kanjax.training import _shuffle
+    from kanjax.epoch import shuffle as _shuffle
 
     x = jax.random.uniform(jax.random.key(7), (n, 2), minval=-1, maxval=1)
     y = jnp.sin(2 * x[:, :1]) * x[:, 1:]
