@@ -143,8 +143,6 @@ def validate(model, data, validation_data, config: TrainConfig, members=None) ->
     _check_lm(config, model, n, spec.batch_size, mesh, members)
     if config.optimizer == "lm" and objective.residuals is None:
         raise ValueError("optimizer='lm' fits least squares: it needs loss='mse'")
-    if objective.per_sample is False and config.optimizer == "lm":
-        raise ValueError("optimizer='lm' needs loss='mse'")
     return _Plan(mesh, checkpoints, objective, data, val, spec)
 
 
@@ -152,10 +150,10 @@ def use_general_bsplines(model, config: TrainConfig) -> None:
     """Grid updates with ``grid_eps != 1`` make knots non-uniform inside the compiled
     program: switch the layers to the general Cox-de Boor evaluation before compiling
     (the fast path needs uniform knots). Called after validation only."""
-    if config.grid_update_every and config.grid_eps != 1.0:
-        if any(layer.uniform for layer in model.layers):
-            for layer in model.layers:
-                layer.uniform = False
+    if (config.grid_update_every and config.grid_eps != 1.0
+            and any(layer.uniform for layer in model.layers)):
+        for layer in model.layers:
+            layer.uniform = False
 
 
 class _Run(NamedTuple):
