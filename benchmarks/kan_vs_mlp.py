@@ -26,7 +26,7 @@ Two drivers (``--driver``), the same for every model:
   ``--block`` batches, the way users train (flat parameters, a shuffle and per-layer gradient
   norms every epoch); a step is an epoch's wall time (``History.wall_time``) over ``--block``.
   XLA compiles the two programs differently, and the same model can differ by tens of percent
-  between them (see the README), so the README reports both.
+  between them, so ``benchmarks/PERF.md`` reports both.
 
 All models of a problem are compiled first and then timed in ``--repeats`` rounds: each round
 measures the matmul rate and one block of every model, seconds apart. Steps are medians over

@@ -61,14 +61,13 @@ Memory allocator: on Linux, glibc's malloc serves large blocks with ``mmap`` and
 back to the system when they are freed, so a program that allocates and frees a large block at
 every step pays page faults to map that memory in again each time. jaxkan's native driver calls
 its compiled step once per batch, and each call allocates and frees the step's working memory,
-which at medium is large (about 22,000 page faults per step with glibc's defaults). Its
-medium step took 89 ms with glibc's defaults and 48 ms with ``--malloc retain`` on a 2-core
-AVX2 machine, 41 ms and 21 ms on a 2-core AVX-512 one (7 rounds each). ``retain`` sets
+which at medium is large (tens of thousands of page faults per step with glibc's defaults,
+figures in ``benchmarks/PERF.md``). ``retain`` sets
 ``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` in every subprocess so that freed
 memory stays in the process for reuse (a preloaded allocator such as tcmalloc or jemalloc
 would be another way; not measured here). kanjax's epoch is one compiled program per ``--block`` steps with little working memory
 per step, and its step time did not change. Which setting is fair depends on the machine a
-user runs on, so the README reports both. The header says which allocator settings the
+user runs on, so ``benchmarks/PERF.md`` reports both. The header says which allocator settings the
 subprocesses ran with, inherited ones included.
 
 Limits: a measurement phase that runs past ``--max-seconds`` (a build, a compile, the first

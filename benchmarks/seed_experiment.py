@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-TARGETS = {  # issue 2: test MSE bound per basis, train() and whole-command seconds
+TARGETS = {  # per basis: test MSE bound, train() and whole-command seconds
     "taylor": dict(test_mse=1e-5, train_seconds=2.0, command_seconds=15.0),
     "bspline": dict(test_mse=1e-4, train_seconds=None, command_seconds=15.0),
 }

@@ -2,7 +2,7 @@
 
 Re-runs itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (CPU host
 devices; on a machine with N accelerators pass ``--real`` to use them instead) and trains
-the speed issue's wide problem, ``KAN([64, 256, 256, 10])`` B-spline G=5 k=3 with batch
+the wide problem of ``kan_vs_mlp.py``, ``KAN([64, 256, 256, 10])`` B-spline G=5 k=3 with batch
 4096, for a few epochs twice in the same process: on one device (``mesh=None``) and
 sharded over all devices (``mesh="auto"``). Prints both loss curves, their largest relative
 difference, the epoch times, and what the compiled sharded epoch contains (all-reduce ops

@@ -7,18 +7,14 @@ import functools
 import jax
 
 # XLA:CPU spends most of a small program's compile time in LLVM code generation of its many
-# small fused kernels. Its legacy fusion emitters and LLVM -O1 roughly halve that (seed
-# model on a 2-core CPU: ~1.9 s -> ~1.0 s), but they cost run time on large tensors (a
-# [8, 64, 64, 1] B-spline step at batch 1024 ran ~2.4x slower with them), so they are asked
-# for only where the work is small. GPU and TPU always compile with their defaults.
+# small fused kernels. Its legacy fusion emitters and LLVM -O1 shorten that, but they cost
+# run time on large tensors, so they are asked for only where the work is small (figures in
+# benchmarks/PERF.md). GPU and TPU always compile with their defaults.
 FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 
-# XLA:CPU hands dots (and the elementwise work around them) to YNNPACK fusions by default.
-# On the KAN training steps measured here (2-core x86 CPU, jax 0.10.2, same-process A/B of
-# the compiled epoch programs) its Eigen dots were faster at every size tried: [8, 64, 64, 1]
-# B-spline at batch 256 / 1024 / 4096 x0.87 / x0.89-0.93 / x0.95, [64, 256, 256, 10] B-spline
-# and Taylor at batch 4096 x0.94 / x0.96; a 1024^3 matmul ran at the same rate either way.
-# So kanjax's training programs are compiled without YNNPACK fusions on CPU.
+# XLA:CPU hands dots (and the elementwise work around them) to YNNPACK fusions by default;
+# kanjax's training programs are compiled without them on CPU, so its KAN steps use XLA's
+# Eigen dots, which ran them faster (figures in benchmarks/PERF.md).
 CPU_RUN_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

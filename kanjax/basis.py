@@ -57,8 +57,8 @@ def power_basis(u: jax.Array, degree: int) -> jax.Array:
 
 # Implementation note: the basis internals work "k-major", shape (..., K, n), and the public
 # functions swap to (..., n, K). In the backward pass the derivative is contracted over
-# the K basis functions; XLA:CPU reduces a small minor axis about 3x slower than a middle
-# one, and back-to-back swaps cancel when the layer swaps back.
+# the K basis functions; XLA:CPU reduces a middle axis faster than a small minor one (see
+# benchmarks/PERF.md), and back-to-back swaps cancel when the layer swaps back.
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -344,9 +344,7 @@ def _cardinal_value_slope(s: jax.Array, num_basis: int, order: int, slope: bool)
 
     On a knot the derivative is the right-hand one, as the recursion's on half-open
     intervals. The sign of ``s - j - c`` is applied with a select rather than ``sign``: the
-    same numbers off the centre, and the [8, 64, 64, 1] B-spline training step ran 2% faster
-    for it in ``kanjax.train`` and 2-5% faster in a plain ``lax.scan`` loop (2-core x86 CPU,
-    same-process A/B).
+    same numbers off the centre, in a cheaper kernel (see benchmarks/PERF.md).
     """
     d = _shifted(s, num_basis, (order + 1) / 2)
     t = jnp.abs(d)

@@ -66,8 +66,8 @@ def kan_layer_kmajor(
     """:func:`kan_layer` with the basis laid out basis-major, ``(..., K, n_in)``.
 
     This is the layout the layer computes in (and the one ``KANLayer`` produces): the
-    backward pass contracts over the ``K`` basis functions, which XLA:CPU does ~3x faster
-    over a middle axis than over a small minor one.
+    backward pass contracts over the ``K`` basis functions, which XLA:CPU does faster over a
+    middle axis than over a small minor one.
     """
     features = jnp.concatenate([jax.nn.silu(x)[..., None, :], basis_kmajor], axis=-2)
     y = _flat(features) @ _stacked_weights(w_base, w_spline, coef)
@@ -112,9 +112,8 @@ def kan_layer_from_basis(
 
     Layers with at most :data:`_OUT_MAJOR_MAX` outputs keep ``W`` output-major (as ``W^T``),
     so that reverse mode forms ``dW^T = g^T F`` instead of ``F^T g``: the same numbers, but
-    XLA:CPU ran the first ~5x faster for a narrow ``g`` (2 ms against 10 ms for the 10
-    outputs of a [64, 256, 256, 10] KAN at batch 4096, and the whole training step ~5% faster).
-    Wider layers keep ``W``, whose ``g W^T`` was the faster one there.
+    XLA:CPU runs the first faster for a narrow ``g``. Wider layers keep ``W``, whose
+    ``g W^T`` is the faster one there (measurements in benchmarks/PERF.md).
     """
     out_major = coef.shape[1] <= _OUT_MAJOR_MAX
     weights = _stacked_weights(w_base, w_spline, coef, out_major=out_major)
@@ -200,12 +199,11 @@ def _scale_rows(d: jax.Array, x_dot: jax.Array) -> jax.Array:
     broadcast; what changes is reverse mode. The transpose of a broadcast is a
     ``reduce_sum`` over the ``K + 1`` rows of ``d * g``, and XLA:CPU hands that reduction
     (with the products feeding it, and on layers after the first the matmul producing ``g``)
-    to a library fusion that ran it 2-3x slower than plain code. The transpose of a stack
-    is slicing, and the ``K + 1`` contributions to ``x``'s cotangent are summed by plain
-    adds, which XLA fuses into one elementwise loop on every backend. Measured on a 2-core
-    CPU (same-process A/B): the [8, 64, 64, 1] B-spline training step 15% faster, the
-    [64, 256, 256, 10] one 21% faster, the Taylor step unchanged. Long bases (fine grids)
-    keep the broadcast so the traced program does not grow with ``K``.
+    to a library fusion that is slower than plain code. The transpose of a stack is
+    slicing, and the ``K + 1`` contributions to ``x``'s cotangent are summed by plain adds,
+    which XLA fuses into one elementwise loop on every backend (measurements in
+    benchmarks/PERF.md). Long bases (fine grids) keep the broadcast so the traced program
+    does not grow with ``K``.
     """
     rows = d.shape[-2]
     if rows > _UNROLL_ROWS:

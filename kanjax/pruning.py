@@ -41,8 +41,7 @@ def _layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
     ``points (m, n_in)`` are the quantiles ``q`` (shape ``(m,)``, ``jnp.quantile``
     ``method``) of each input column of the layer; ``phi (m, n_in, n_out)`` are the edge
     values there. One compiled program per model structure, shared by importance, pruning,
-    plots and symbolic fitting (op-by-op eager execution compiled every small op on first
-    use and took seconds).
+    plots and symbolic fitting (eager execution would compile every small op on first use).
     """
     out = []
     for layer in model.layers:
