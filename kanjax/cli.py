@@ -31,17 +31,20 @@ def package_version() -> str:
 def seconds_since_start() -> float:
     """Wall seconds since this process started, interpreter start-up and imports included.
 
-    Read from ``/proc`` where there is one (Linux); elsewhere the time since this module was
-    imported, which leaves out the interpreter's start-up and the imports before it.
+    Read from ``/proc`` where there is one (Linux: the process's start time against the
+    uptime); elsewhere, or where ``/proc`` gives less, the time since this module was imported,
+    which leaves out the interpreter's start-up and the imports before it.
     """
+    since_import = time.perf_counter() - _START
     try:
         with open("/proc/self/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        return max(uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"), 0.0)
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
-        return time.perf_counter() - _START
+        return since_import
+    return max(age, since_import)
 
 
 class _VersionAction(argparse.Action):
