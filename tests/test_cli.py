@@ -36,8 +36,8 @@ REPORT_IMPORTS = textwrap.dedent(f"""
 
 def _python(code, *args, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
 
 
 def _imported(done):
@@ -57,12 +57,12 @@ CALL_MAIN = textwrap.dedent("""
 
 def test_python_dash_m_help_and_version():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "kanjax", "--help"], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "kanjax", "--help"], check=False,
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "demo" in done.stdout and "--version" in done.stdout and "usage: kanjax" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "kanjax", "--version"], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "kanjax", "--version"], check=False,
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"kanjax {metadata.version('kanjax')}"
 
@@ -119,7 +119,12 @@ def test_kanjax_command_imports_nothing_heavy(flag):
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
 def test_total_time_counts_from_process_start():
     # Sleep before kanjax.cli is imported: a clock started by the import would miss it.
-    code = BARE_PACKAGE + "import time\ntime.sleep(1.5)\nfrom kanjax import cli\nprint(cli.seconds_since_start())\n"
+    code = BARE_PACKAGE + textwrap.dedent("""
+        import time
+        time.sleep(1.5)
+        from kanjax import cli
+        print(cli.seconds_since_start())
+    """)
     done = _python(code)
     assert done.returncode == 0, done.stderr
     assert 1.5 <= float(done.stdout.strip()) < 120
