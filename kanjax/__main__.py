@@ -1,3 +1,5 @@
+"""``python -m kanjax``: the same command line as the ``kanjax`` script."""
+
 import sys
 
 from kanjax.cli import main

@@ -1,48 +1,156 @@
-"""Command line: ``kanjax demo`` (also ``python -m kanjax demo``)."""
+"""Command line: ``kanjax demo`` and ``kanjax --version`` (also ``python -m kanjax ...``).
+
+Only the standard library is imported here at module level: ``--help``, ``--version`` and
+argument errors answer without loading JAX, Flax, Optax or Orbax. A subcommand imports what it
+needs once its arguments have been checked.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
+_START = time.perf_counter()
+
+# The files ``kanjax.demo.write_outputs`` writes into ``--out``.
+DEMO_FILES = ("history.json", "results.json", "loss.png", "grad_norm.png")
+
+
+def package_version() -> str:
+    """kanjax's version from the installed distribution's metadata (no kanjax module imported)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kanjax")
+    except metadata.PackageNotFoundError:
+        return "unknown (no installed kanjax distribution; run `pip install -e .` in a checkout)"
+
+
+def seconds_since_start() -> float:
+    """Wall seconds since this process started, interpreter start-up and imports included.
+
+    Read from ``/proc`` where there is one (Linux: the process's start time against the
+    uptime); elsewhere, or where ``/proc`` gives less, the time since this module was imported,
+    which leaves out the interpreter's start-up and the imports before it.
+    """
+    since_import = time.perf_counter() - _START
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return since_import
+    return max(age, since_import)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``kanjax X.Y.Z`` and exit (the metadata is read only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print kanjax's version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"kanjax {package_version()}")
+        parser.exit()
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+def out_dir_problem(path: str) -> str | None:
+    """Why the demo could not write its files into folder ``path``; ``None`` when it can."""
+    if not path:
+        return "'' is empty; give a folder path, e.g. --out kanjax-demo"
+    if os.path.exists(path) and not os.path.isdir(path):
+        return (f"{path!r} is an existing file, not a folder; give a folder path (new or "
+                f"existing), e.g. --out {path}-demo, or move the file away")
+    if os.path.isdir(path):
+        for name in DEMO_FILES:
+            target = os.path.join(path, name)
+            if os.path.isdir(target):
+                return (f"{path!r} holds a folder {name!r} where the demo writes a file; "
+                        "give another folder or move that folder away")
+        writable = path
+    else:
+        writable = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(writable):
+            writable = os.path.dirname(writable)
+        if not os.path.isdir(writable):
+            return (f"{path!r} cannot be created: {writable!r} is a file, not a folder; "
+                    "give a path whose parents are folders")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        return (f"{path!r}: no permission to write in {writable!r}; give a folder you can "
+                "write to, e.g. one under your home folder")
+    return None
+
+
+def _out_dir(text: str) -> str:
+    problem = out_dir_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _add_demo(sub) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the seed experiment (z = x^2 + y^2, KAN [2, 4, 4, 1]) and write its results",
+        description="Fit z = x^2 + y^2 with a [2, 4, 4, 1] KAN (Taylor degree 9 by default), "
+        "1000 train / 1000 test points, Adam + cosine schedule. Prints the train/test MSE and "
+        "per-layer gradient norms; writes " + ", ".join(DEMO_FILES) + " into --out.",
+    )
+    demo.add_argument("--basis", choices=["taylor", "bspline"], default="taylor",
+                      help="edge functions: Taylor polynomials of degree 9 or cubic B-splines "
+                      "(default: %(default)s)")
+    demo.add_argument("--epochs", type=_positive_int, default=200, metavar="N",
+                      help="training epochs, >= 1 (default: %(default)s)")
+    demo.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                      help="minibatch size, >= 1 (default: %(default)s)")
+    demo.add_argument("--lr", type=_positive_float, default=None, metavar="RATE",
+                      help="peak learning rate of the cosine schedule, > 0 "
+                      "(default: kanjax.train's default)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the data, the initial parameters and the batch order "
+                      "(default: %(default)s)")
+    demo.add_argument("--out", type=_out_dir, default="kanjax-demo", metavar="FOLDER",
+                      help="folder for the results, created if missing; checked before "
+                      "training (default: ./%(default)s)")
+    demo.add_argument("--no-progress", action="store_true",
+                      help="hide the progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kanjax", description="Kolmogorov-Arnold Networks in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo",
-        help="run the seed experiment (z = x^2 + y^2, KAN [2, 4, 4, 1])",
-        description="Fit z = x^2 + y^2 with a [2, 4, 4, 1] KAN (Taylor degree 9 by default), "
-        "1000 train / 1000 test points, Adam + cosine schedule.",
-    )
-    demo.add_argument("--basis", choices=["taylor", "bspline"], default="taylor")
-    demo.add_argument("--epochs", type=_positive_int, default=200)
-    demo.add_argument("--batch-size", type=_positive_int, default=64)
-    demo.add_argument("--lr", type=_positive_float, default=None,
-                      help="peak learning rate (default: kanjax.train's default)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="kanjax-demo", help="output folder (default ./kanjax-demo)")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="run `kanjax COMMAND --help` for its options")
+    _add_demo(sub)
     return parser
 
 
 def run_demo(args) -> int:
-    start = time.perf_counter()
     import jax
 
     from kanjax import demo
@@ -64,7 +172,7 @@ def run_demo(args) -> int:
         print(f"  {name}: {values[0]:.3e} -> {values[-1]:.3e}")
     paths = demo.write_outputs(result, args.out)
     print("wrote " + ", ".join(paths))
-    print(f"total: {time.perf_counter() - start:.2f} s")
+    print(f"total: {seconds_since_start():.2f} s since the process started (imports included)")
     return 0
 
 

@@ -25,6 +25,8 @@ from kanjax.training import History, evaluate, train
 __all__ = ["seed_data", "SeedResult", "run_seed_experiment"]
 
 WIDTHS = (2, 4, 4, 1)
+# What ``write_outputs`` writes into its folder, in this order.
+OUTPUT_FILES = ("history.json", "results.json", "loss.png", "grad_norm.png")
 
 
 def seed_data(seed: int = 0, n_train: int = 1000, n_test: int = 1000):
@@ -89,7 +91,8 @@ def run_seed_experiment(
 ) -> SeedResult:
     """Train the seed experiment's KAN and evaluate it (no files written)."""
     (x, z), (x_test, z_test) = seed_data(seed)
-    model = KAN(WIDTHS, basis=basis, degree=9, rngs=nnx.Rngs(seed))
+    basis_kwargs = {"degree": 9} if basis == "taylor" else {}  # the B-spline takes no degree
+    model = KAN(WIDTHS, basis=basis, rngs=nnx.Rngs(seed), **basis_kwargs)
     kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
     start = time.perf_counter()
     model, history = train(
@@ -111,8 +114,7 @@ def write_outputs(result: SeedResult, out_dir: str | os.PathLike) -> list[str]:
     from kanjax.plotting import plot_grad_norms, plot_loss
 
     os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, name) for name in
-             ("history.json", "results.json", "loss.png", "grad_norm.png")]
+    paths = [os.path.join(out_dir, name) for name in OUTPUT_FILES]
     result.history.save(paths[0])
     tmp = paths[1] + ".tmp"
     with open(tmp, "w") as f:
