@@ -20,11 +20,15 @@ What import does, in order:
 
 Every compiled program is written (:data:`MIN_COMPILE_TIME_SECS` = 0; JAX's own default of
 1 s leaves out most of a small model's programs, and whether one takes more or less than that
-depends on the machine's load); a threshold the user set in JAX is kept. JAX keys each entry on the program, the compile options, the device kind and the
-jax/jaxlib versions, so an entry is never used for a different setup; entries are written
-once and not evicted (``jax_compilation_cache_max_size`` with the ``filelock`` package bounds
-the size). Several processes may share the directory. As JAX's documentation warns, the cache
-is trusted: anyone who can write to it can run code in the processes that read it.
+depends on the machine's load); a threshold the user set in JAX is kept. JAX keys each entry
+on the program, the compile options, the device kind and the jax/jaxlib versions, so an entry
+is never used for a different setup. Entries are not evicted: the directory grows by a few
+kB to a few MB per distinct program (``jax_compilation_cache_max_size``, which needs the
+``filelock`` package, bounds it; deleting the directory is always safe). Several processes
+may share the directory; JAX writes an entry in place, so a process that reads one while
+another writes it may meet a truncated entry, which JAX reports with a warning and compiles
+again. As JAX's documentation warns, the cache is trusted: anyone who can write to it can run
+code in the processes that read it.
 
 The same at run time: :func:`enable`, :func:`disable`, :func:`cache_dir`.
 """
