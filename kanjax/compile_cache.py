@@ -131,6 +131,7 @@ def enable(directory: str | os.PathLike | None = None, *,
                          f"{min_compile_time_secs!r}; pass e.g. {MIN_COMPILE_TIME_SECS}")
     try:
         path = default_cache_dir() if directory is None else pathlib.Path(directory).expanduser()
+        path = pathlib.Path(os.path.abspath(path))  # JAX opens it relative to later cwds
     except RuntimeError as err:  # no home directory
         _warn(f"kanjax: no per-user cache directory ({err}); the compilation cache stays off. "
               f"Set {ENV_DIR} to a writable directory to use it.")
