@@ -126,9 +126,7 @@ def enable(directory: str | os.PathLike | None = None, *,
     the directory cannot be created or written, the cache is left as it was, a
     ``RuntimeWarning`` names the directory and the error, and ``None`` is returned.
     """
-    if min_compile_time_secs is not None and not min_compile_time_secs >= 0:
-        raise ValueError(f"min_compile_time_secs must be >= 0 seconds, got "
-                         f"{min_compile_time_secs!r}; pass e.g. {MIN_COMPILE_TIME_SECS}")
+    _check_arguments(directory, min_compile_time_secs)
     try:
         path = default_cache_dir() if directory is None else pathlib.Path(directory).expanduser()
         path = pathlib.Path(os.path.abspath(path))  # JAX opens it relative to later cwds
@@ -139,7 +137,8 @@ def enable(directory: str | os.PathLike | None = None, *,
     problem = _usable(path)
     if problem is not None:
         _warn(f"kanjax: cannot use {str(path)!r} for the compilation cache ({problem}); it stays "
-              f"off. Set {ENV_DIR} to a writable directory, or {ENV_SWITCH}=0 to silence this.")
+              f"as it was. Use a writable directory ({ENV_DIR} on import), or set "
+              f"{ENV_SWITCH}=0 to silence this.")
         return None
     if min_compile_time_secs is None:
         current = jax.config.jax_persistent_cache_min_compile_time_secs
@@ -150,6 +149,19 @@ def enable(directory: str | os.PathLike | None = None, *,
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax_compilation_cache.reset_cache()  # JAX reads the settings again at the next compile
     return str(path)
+
+
+def _check_arguments(directory, min_compile_time_secs) -> None:
+    if directory is not None and not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path (str or os.PathLike) or None, got "
+                        f"{directory!r}; pass e.g. '~/.cache/kanjax/xla'")
+    if min_compile_time_secs is None:
+        return
+    if (isinstance(min_compile_time_secs, bool)
+            or not isinstance(min_compile_time_secs, (int, float))
+            or not min_compile_time_secs >= 0):
+        raise ValueError(f"min_compile_time_secs must be a number of seconds >= 0 or None, got "
+                         f"{min_compile_time_secs!r}; pass e.g. {MIN_COMPILE_TIME_SECS}")
 
 
 def disable() -> None:

@@ -198,6 +198,26 @@ def test_enable_and_disable_at_run_time_after_a_compile(tmp_path):
     assert out["files_disabled"] == out["files_enabled"] == len(files(runtime))
 
 
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"min_compile_time_secs": -1.0}, ValueError, ["min_compile_time_secs", "-1.0"]),
+    ({"min_compile_time_secs": float("nan")}, ValueError, ["min_compile_time_secs", "nan"]),
+    ({"min_compile_time_secs": "1"}, ValueError, ["min_compile_time_secs", "'1'"]),
+    ({"min_compile_time_secs": True}, ValueError, ["min_compile_time_secs", "True"]),
+    ({"directory": 3}, TypeError, ["directory", "3"]),
+])
+def test_bad_arguments_raise_before_touching_jax(tmp_path, kwargs, error, words):
+    import jax
+
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    with pytest.raises(error) as info:
+        compile_cache.enable(kwargs.pop("directory", tmp_path / "never"), **kwargs)
+    assert all(w in str(info.value) for w in words)
+    assert (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs) == before
+    assert not (tmp_path / "never").exists()
+
+
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     # pure path logic, no JAX configuration involved
     monkeypatch.setenv(compile_cache.ENV_DIR, str(tmp_path / "x"))
