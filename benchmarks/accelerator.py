@@ -6,7 +6,8 @@ parameter pytree, each timed on its own:
 
 * ``forward``: ``model(x)``;
 * ``grad``: forward + backward, ``jax.value_and_grad`` of the MSE loss (``backward`` in the
-  table is ``grad - forward``);
+  table is ``grad - forward``, a difference of two medians: noisy, even negative, where both
+  programs are dominated by dispatch, as tiny ones on a CPU are);
 * ``step``: ``grad`` + an Adam update (optax), parameters and optimizer state donated.
 
 Problems (``--cases``): ``medium`` [8, 64, 64, 1] batch 1024, ``wide`` [64, 256, 256, 10] batch
