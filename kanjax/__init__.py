@@ -15,11 +15,13 @@ Layout, from the bottom up:
   (orbax arrays, JSON architecture; atomic), used by ``train(checkpoint_dir=...)``;
 * :mod:`kanjax.functions`, :mod:`kanjax.symbolic` - closed-form edges: fitting
   (``suggest_symbolic``, ``auto_symbolic``, ``fix_symbolic``) and sympy formulas;
+* :mod:`kanjax.compile_cache` - JAX's persistent compilation cache, on by default in a
+  per-user directory (``KANJAX_COMPILATION_CACHE=0`` turns it off);
 * :mod:`kanjax.plotting` - network plot (``kanjax.plot``), edge-function, loss and
   gradient-norm plots (matplotlib, imported lazily).
 """
 
-from kanjax import basis, functions, grids, interop, layer, losses, symbolic
+from kanjax import basis, compile_cache, functions, grids, interop, layer, losses, symbolic
 from kanjax.basis import bspline_basis, power_basis, uniform_grid
 from kanjax.layer import edge_activations, kan_layer
 from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid, SymbolicIndex, SymbolicMask
@@ -41,6 +43,10 @@ from kanjax.checkpoint import CheckpointError, load, save
 from kanjax._xla import cpu_compile_options
 
 __version__ = "0.1.0"
+
+# JAX's persistent compilation cache in a per-user directory (kanjax.compile_cache), set
+# before the first compilation of the process, when JAX reads it.
+compile_cache.enable_default()
 
 __all__ = [
     "KAN",
@@ -77,6 +83,7 @@ __all__ = [
     "ensemble_member",
     "evaluate",
     "cpu_compile_options",
+    "compile_cache",
     "basis",
     "grids",
     "interop",

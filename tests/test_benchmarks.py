@@ -64,6 +64,57 @@ def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
     assert status.get("jaxkan-spline-nnx") == "ok" or "jaxkan-spline-nnx" in skipped
 
 
+
+def test_accelerator_quick_times_every_program_of_kanjax_and_the_matched_mlp(tmp_path):
+    import jax
+    from flax import nnx
+
+    import kanjax
+
+    accelerator = _load("accelerator")
+    code = accelerator.main(["--quick", "--out", str(tmp_path), "--models", "kanjax", "mlp",
+                             "jaxkan"])
+    out = json.loads((tmp_path / "results.json").read_text())
+    rows = out["results"]
+    assert code == 0 and [r["status"] for r in rows] == ["ok", "ok"]
+    assert [(r["case"], r["grid"], r["model"]) for r in rows] == [("tiny", 5, "kanjax"),
+                                                                    ("tiny", 5, "mlp")]
+    for r in rows:
+        for name in accelerator.PROGRAMS:
+            assert len(r["rounds_ms"][name]) == 2 and r["compile_s"][name] > 0
+            assert min(r["rounds_ms"][name]) <= r[f"{name}_ms"] <= max(r["rounds_ms"][name])
+        assert r["backward_ms"] == pytest.approx(r["grad_ms"] - r["forward_ms"])
+    kan, mlp = rows
+    # the trainable parameters of the B-spline KAN [4, 8, 1], G = 5, k = 3, all of them
+    model = kanjax.KAN([4, 8, 1], basis="bspline", grid_size=5, order=3, rngs=nnx.Rngs(0))
+    assert kan["params"] == sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert abs(mlp["params"] / kan["params"] - 1) < 0.1
+    assert mlp["vs_mlp"]["step"] == 1.0
+    assert kan["vs_mlp"]["step"] == pytest.approx(kan["step_ms"] / mlp["step_ms"])
+    assert out["device"] and out["versions"]["jax"] == jax.__version__
+    # jaxkan either ran or was skipped with a reason, never crashed
+    assert out["versions"]["jaxkan"] is not None or out["skipped"][0]["model"] == "jaxkan"
+    assert (tmp_path / "results.md").read_text().count("| tiny |") == 2
+
+
+@pytest.mark.parametrize("widths, target", [([8, 64, 64, 1], 24000), ([1000, 1000, 1], 9_000_000),
+                                            ([4, 8, 1], 400), ([3, 5], 7)])
+def test_accelerator_matched_mlp_is_the_nearest_width_by_brute_force(widths, target):
+    accelerator = _load("accelerator")
+    got = accelerator.matched_mlp_widths(widths, target)
+    assert got[0] == widths[0] and got[-1] == widths[-1] and len(got) == len(widths)
+    if len(widths) == 2:
+        assert got == widths
+        return
+
+    def count(h):  # dense layers with biases, counted directly
+        w = [widths[0]] + [h] * (len(widths) - 2) + [widths[-1]]
+        return sum(w[i] * w[i + 1] + w[i + 1] for i in range(len(w) - 1))
+
+    best = min(abs(count(h) - target) for h in range(1, 20000))
+    assert abs(count(got[1]) - target) == best
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
 
