@@ -17,9 +17,10 @@ disguise, so it counts as two units more complex.
 * :func:`suggest_symbolic` - ranked candidates for one edge;
 * :func:`fix_symbolic` - pin one edge to a formula (its ``(a, b, c, d)`` stay trainable);
 * :func:`auto_symbolic` - fit every numeric edge, pin those above an ``R^2`` threshold;
-* :func:`symbolic_formula` - one sympy expression per output. Taylor edges are exact
-  polynomials (of ``tanh(x)`` unless ``squash=None``) with their ``silu`` term, so a Taylor
-  KAN has an exact formula without any fitting.
+* :func:`symbolic_formula`, :func:`layered_formula` (from :mod:`kanjax.formula`) - the
+  network's formula. Taylor edges are exact polynomials (of ``tanh(x)`` unless
+  ``squash=None``) with their ``silu`` term, so a Taylor KAN has an exact formula without
+  any fitting.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kanjax import functions as functions_lib
+from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
 from kanjax.pruning import _layer_views
 from kanjax.training import _compile
@@ -45,6 +47,8 @@ __all__ = [
     "fix_symbolic",
     "auto_symbolic",
     "symbolic_formula",
+    "layered_formula",
+    "LayeredFormula",
 ]
 
 _NUM_SAMPLES = 128
@@ -375,98 +379,3 @@ def auto_symbolic(model: KAN, x, *, library=None, r2_threshold: float = 0.99,
         if mine:
             lyr._set_symbolic_edges(*zip(*mine))
     return fixed
-
-
-# ------------------------------------------------------------------ formulas (sympy)
-
-def _silu(e):
-    import sympy
-
-    return e / (1 + sympy.exp(-e))
-
-
-def _round(expr, digits):
-    import sympy
-
-    if digits is None:
-        return expr
-    reps = {}
-    for n in expr.atoms(sympy.Float):
-        r = round(float(n), digits)
-        reps[n] = sympy.Integer(int(r)) if r == int(r) else sympy.Float(r, 15)
-    return expr.xreplace(reps)
-
-
-def _edge_expression(lyr: KANLayer, i: int, j: int, u, w_base, w_spline, coef, sym):
-    """sympy expression of edge ``(i, j)`` at the sympy input ``u``."""
-    import sympy
-
-    if sym[i, j]:
-        name, (a, b, c, d) = lyr.symbolic_edge(i, j)
-        f = functions_lib.get_function(name).sympy_fn
-        return sympy.Float(c) * f(sympy.Float(a) * u + sympy.Float(b)) + sympy.Float(d)
-    if lyr.basis != "taylor":
-        raise ValueError(
-            f"edge ({i}, {j}) is a numeric B-spline; pin it with fix_symbolic or "
-            "auto_symbolic before asking for a formula"
-        )
-    t = sympy.tanh(u) if lyr.squash == "tanh" else u
-    poly = sum(sympy.Float(float(coef[i, j, k])) * t**k for k in range(coef.shape[-1]))
-    return sympy.Float(float(w_base[i, j])) * _silu(u) + sympy.Float(float(w_spline[i, j])) * poly
-
-
-def symbolic_formula(model: KAN, var_names: Sequence[str] | None = None, *, digits: int | None = 4,
-                     simplify: bool = True):
-    """One sympy expression per output of ``model``.
-
-    Every unpruned edge must be symbolic (see :func:`auto_symbolic`), except in Taylor
-    layers, whose edges are written exactly: ``w_b * silu(x) + w_s * sum_k c_k t^k`` with
-    ``t = tanh(x)`` (or ``x`` for ``squash=None``).
-
-    Args:
-      var_names: names of the inputs (default ``x_1 .. x_n``).
-      digits: round every constant to this many decimals (``None``: keep float32 values).
-      simplify: run ``sympy.simplify`` on each output (falls back to the expanded form when
-        simplification fails).
-
-    Returns:
-      ``(expressions, symbols)``: a list of ``n_out`` sympy expressions and the input symbols.
-    """
-    import sympy
-
-    _check_model(model)
-    n = model.in_features
-    if var_names is None:
-        var_names = [f"x_{k + 1}" for k in range(n)]
-    if len(var_names) != n:
-        raise ValueError(f"need {n} variable names, got {len(var_names)}")
-    symbols = sympy.symbols(list(var_names), real=True)
-    h = list(symbols)
-    for lyr in model.layers:
-        mask = np.asarray(lyr.mask[...]) > 0
-        sym = lyr.is_symbolic()
-        w_base = np.asarray(lyr.w_base[...], np.float64)
-        w_spline = np.asarray(lyr.w_spline[...], np.float64)
-        coef = np.asarray(lyr.coef[...], np.float64)
-        bias = None if lyr.bias is None else np.asarray(lyr.bias[...], np.float64)
-        out = []
-        for q in range(lyr.out_features):
-            terms = [_edge_expression(lyr, p, q, h[p], w_base, w_spline, coef, sym)
-                     for p in range(lyr.in_features) if mask[p, q]]
-            y = sympy.Add(*terms)
-            if bias is not None:
-                y = y + sympy.Float(float(bias[q]))
-            out.append(y)
-        h = out
-    exprs = []
-    for e in h:  # round once, at the end: rounding every layer compounds the errors
-        if simplify:
-            try:
-                e = sympy.simplify(e)
-            except Exception:  # sympy can fail on large expressions; keep the plain form
-                pass
-        e = _round(e, digits)
-        if simplify and digits is not None:  # simplify merges rounded constants: round again
-            e = _round(sympy.simplify(e), digits)
-        exprs.append(e)
-    return exprs, symbols

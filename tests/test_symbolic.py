@@ -129,10 +129,13 @@ def test_formula_needs_symbolic_bspline_edges():
 def test_rounding_is_user_controlled():
     model = kanjax.KAN([1, 1], rngs=nnx.Rngs(0))
     model.layers[0].set_symbolic(0, 0, "sin", (3.14159265, 0.0, 1.0000004, 0.0))
-    (e2,), (x,) = symbolic.symbolic_formula(model, ["x"], digits=2)
+    (e2,), (x,) = symbolic.symbolic_formula(model, ["x"], digits=2, exact_constants=False)
     assert e2 == sympy.sin(sympy.Float(3.14, 15) * x)
-    (e6,), _ = symbolic.symbolic_formula(model, ["x"], digits=6)
+    (e6,), _ = symbolic.symbolic_formula(model, ["x"], digits=6, exact_constants=False)
     assert sympy.Float(3.141593, 15) in e6.atoms(sympy.Float)
+    # at float32 precision the constants are pi and 1: written exactly by default
+    (exact,), _ = symbolic.symbolic_formula(model, ["x"], digits=2)
+    assert exact == sympy.sin(sympy.pi * x)
 
 
 def test_fix_symbolic_edges_keep_training():
