@@ -138,13 +138,13 @@ def forward(layers: list[LayerArrays], x, keeps=None, digits=None, hidden: bool 
 
 # ------------------------------------------------------------------ simple constants
 
-_MAX_DEN = 12  # rationals p/q with q <= this count as simple
+_MAX_DEN = 6  # rationals p/q with q <= this count as simple
 _MAX_PI_DEN = 6  # and multiples p*pi/q with q <= this
 
 
 def simple_candidates(v: float, rel: float) -> list[tuple[float, object]]:
     """Simple values within ``rel * max(1, |v|)`` of ``v``, simplest first, as
-    ``(value, sympy number)``: integers, then rationals ``p/q`` (``q <= 12``) by
+    ``(value, sympy number)``: integers, then rationals ``p/q`` (``q <= 6``) by
     denominator, then multiples ``p*pi/q`` (``q <= 6``) by denominator."""
     import sympy
 

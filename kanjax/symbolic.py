@@ -38,6 +38,7 @@ import numpy as np
 from kanjax import functions as functions_lib
 from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
+from kanjax.snapping import refine_constants
 from kanjax.pruning import _layer_views
 from kanjax.training import _compile
 
@@ -50,6 +51,7 @@ __all__ = [
     "symbolic_formula",
     "layered_formula",
     "LayeredFormula",
+    "refine_constants",
 ]
 
 _NUM_SAMPLES = 128

@@ -1,0 +1,154 @@
+"""Exact constants for symbolic edges: a float64 refit on the host, then snapping.
+
+After ``auto_symbolic`` the affine constants ``(a, b, c, d)`` of the symbolic edges are
+only as precise as the network they were read from. :func:`refine_constants`
+
+1. fits them to the data by Levenberg-Marquardt in float64 on the host (numpy; central
+   finite-difference Jacobian), the rest of the network held fixed, and
+2. snaps constants to simple values - integers, rationals ``p/q`` (``q <= 6``),
+   multiples ``p*pi/q`` (``q <= 6``) - one at a time, closest first, refitting the other
+   constants after each snap and keeping the snap only when the RMSE stays within
+   ``1 + loss_tol`` times the refined one. The values ``0`` and ``+-1`` are tried for
+   every constant, so constants the network leaves free (a scale passed between two
+   layers) settle on them.
+
+The refined constants are written back into the model; ``symbolic_formula`` writes
+values that equal a simple one at the parameters' precision exactly (``pi``, ``1``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kanjax import hostnet
+from kanjax.nn import KAN
+
+__all__ = ["refine_constants"]
+
+
+def _slots(layers):
+    """``[(layer, (i, j))]`` of every symbolic edge, and their affines stacked ``(E*4,)``."""
+    keys = [(li, key) for li, arr in enumerate(layers) for key in sorted(arr.edges)]
+    theta = np.concatenate([layers[li].edges[key][1] for li, key in keys] or [np.zeros(0)])
+    return keys, theta
+
+
+def _with(layers, keys, theta):
+    out = [arr._replace(edges=dict(arr.edges)) for arr in layers]
+    for e, (li, key) in enumerate(keys):
+        out[li].edges[key] = (out[li].edges[key][0], theta[4 * e:4 * e + 4])
+    return out
+
+
+def _residual(layers, keys, x, y):
+    def r(theta):
+        with np.errstate(all="ignore"):
+            res = (hostnet.forward(_with(layers, keys, theta), x) - y).ravel()
+        return np.where(np.isfinite(res), res, 1e150)
+    return r
+
+
+def _lm(r, theta, free, iters: int):
+    """Levenberg-Marquardt on ``theta[free]``; returns ``(theta, sum of squares)``."""
+    theta = theta.copy()
+    res = r(theta)
+    sse, lam = float(res @ res), 1e-3
+    idx = np.flatnonzero(free)
+    for _ in range(iters):
+        if idx.size == 0:
+            break
+        jac = np.empty((res.size, idx.size))
+        for n, k in enumerate(idx):
+            h = 1e-6 * max(1.0, abs(theta[k]))
+            tp, tm = theta.copy(), theta.copy()
+            tp[k] += h
+            tm[k] -= h
+            jac[:, n] = (r(tp) - r(tm)) / (2 * h)
+        g, hess = jac.T @ res, jac.T @ jac
+        improved = False
+        while lam < 1e12:
+            step = np.linalg.solve(hess + lam * (np.diag(np.diag(hess)) + 1e-12 * np.eye(idx.size)), g)
+            cand = theta.copy()
+            cand[idx] -= step
+            rc = r(cand)
+            sc = float(rc @ rc)
+            if sc < sse:
+                theta, res, improved = cand, rc, sse - sc > 1e-15 * sse
+                sse, lam = sc, max(lam * 0.3, 1e-12)
+                break
+            lam *= 10.0
+        if not improved:
+            break
+    return theta, sse
+
+
+def _candidates(v: float, rel: float):
+    near = hostnet.simple_candidates(v, rel)
+    extra = [(val, None) for val in (0.0, 1.0, -1.0) if all(val != c for c, _ in near)]
+    return sorted(near, key=lambda c: abs(c[0] - v)) + extra
+
+
+def _snap(r, theta, sse_ref, n, loss_tol, rel, iters):
+    """Snap constants one at a time (closest to a simple value first)."""
+    fixed = np.zeros(theta.size, bool)
+    limit = (np.sqrt(sse_ref / n) * (1.0 + loss_tol)) ** 2 * n + 1e-24 * n
+    order = sorted(range(theta.size), key=lambda k: min(
+        [abs(c - theta[k]) / max(1.0, abs(theta[k])) for c, _ in _candidates(theta[k], rel)]))
+    for k in order:
+        for val, _ in _candidates(theta[k], rel):
+            trial = theta.copy()
+            trial[k] = val
+            fixed_k = fixed.copy()
+            fixed_k[k] = True
+            trial, sse = _lm(r, trial, ~fixed_k, iters)
+            if sse <= limit:
+                theta, fixed = trial, fixed_k
+                break
+    return theta, fixed
+
+
+def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0.1,
+                     snap_rel: float = 0.05, iters: int = 50) -> dict:
+    """Refit the symbolic edges' ``(a, b, c, d)`` in float64 and snap them to simple values.
+
+    Args:
+      model: a KAN whose unpruned edges are symbolic or Taylor (Taylor edges stay fixed).
+      x, y: data, ``(N, n_in)`` and ``(N, n_out)``.
+      snap: snap constants to integers, small rationals and multiples of pi.
+      loss_tol: a snap is kept when the RMSE stays within ``1 + loss_tol`` times the RMSE
+        of the refined constants (and the other constants refitted).
+      snap_rel: candidate simple values lie within ``snap_rel * max(1, |v|)`` of a
+        constant ``v`` (``0`` and ``+-1`` are always tried).
+      iters: Levenberg-Marquardt iterations of the refit (a tenth of it, at least 10, for
+        the refits during snapping).
+
+    Returns:
+      ``{(layer, i, j): (name, (a, b, c, d))}`` as written into the model, and the
+      model's RMSE before and after under the key ``"rmse"``.
+    """
+    if not isinstance(model, KAN):
+        raise TypeError(f"expected a kanjax.KAN, got {type(model).__name__}")
+    if not loss_tol >= 0 or not snap_rel >= 0:
+        raise ValueError(f"loss_tol and snap_rel must be >= 0, got {loss_tol}, {snap_rel}")
+    xs = np.asarray(x, np.float64).reshape(-1, model.in_features)
+    ys = np.asarray(y, np.float64).reshape(xs.shape[0], model.out_features)
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError("x and y must be finite")
+    layers = hostnet.layer_arrays(model)
+    hostnet.require_closed_form(layers, "refining constants")
+    keys, theta0 = _slots(layers)
+    r = _residual(layers, keys, xs, ys)
+    res0 = r(theta0)
+    theta, sse = _lm(r, theta0, np.ones(theta0.size, bool), int(iters))
+    if snap:
+        theta, _ = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel),
+                         max(10, int(iters) // 10))
+    final = r(theta)
+    out = {}
+    for e, (li, (i, j)) in enumerate(keys):
+        name = layers[li].edges[(i, j)][0]
+        affine = tuple(float(v) for v in theta[4 * e:4 * e + 4])
+        model.layers[li].set_symbolic(i, j, name, affine)
+        out[(li, i, j)] = (name, affine)
+    out["rmse"] = (float(np.sqrt(np.mean(res0**2))), float(np.sqrt(np.mean(final**2))))
+    return out
