@@ -82,28 +82,40 @@ def _lm(r, theta, free, iters: int):
     return theta, sse
 
 
-def _candidates(v: float, rel: float):
+def _closeness(v: float, rel: float) -> float:
     near = hostnet.simple_candidates(v, rel)
-    extra = [(val, None) for val in (0.0, 1.0, -1.0) if all(val != c for c, _ in near)]
-    return sorted(near, key=lambda c: abs(c[0] - v)) + extra
+    return min([abs(c - v) / max(1.0, abs(v)) for c, _ in near] or [np.inf])
 
 
-def _snap(r, theta, sse_ref, n, loss_tol, rel, iters):
-    """Snap constants one at a time (closest to a simple value first)."""
+def _try(r, theta, fixed, k, values, limit, iters):
+    """Fix ``theta[k]`` to the first of ``values`` whose refit stays within ``limit``."""
+    for val in values:
+        trial = theta.copy()
+        trial[k] = val
+        fixed_k = fixed.copy()
+        fixed_k[k] = True
+        trial, sse = _lm(r, trial, ~fixed_k, iters)
+        if sse <= limit:
+            return trial, fixed_k
+    return theta, fixed
+
+
+def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor):
+    """Two passes: every constant tries 0, 1, -1 (a constant the rest of the network can
+    absorb, such as a scale passed between layers, settles there); then the remaining
+    ones, always the one now closest to a simple value next, try the simple values near
+    them. Each snap refits the unsnapped constants and is kept when the RMSE stays
+    within ``1 + loss_tol`` of the refined one, or of ``floor`` (the data's own rounding)."""
     fixed = np.zeros(theta.size, bool)
-    limit = (np.sqrt(sse_ref / n) * (1.0 + loss_tol)) ** 2 * n + 1e-24 * n
-    order = sorted(range(theta.size), key=lambda k: min(
-        [abs(c - theta[k]) / max(1.0, abs(theta[k])) for c, _ in _candidates(theta[k], rel)]))
-    for k in order:
-        for val, _ in _candidates(theta[k], rel):
-            trial = theta.copy()
-            trial[k] = val
-            fixed_k = fixed.copy()
-            fixed_k[k] = True
-            trial, sse = _lm(r, trial, ~fixed_k, iters)
-            if sse <= limit:
-                theta, fixed = trial, fixed_k
-                break
+    limit = ((np.sqrt(sse_ref / n) * (1.0 + loss_tol)) ** 2 + floor**2) * n
+    for k in range(theta.size):
+        theta, fixed = _try(r, theta, fixed, k, (0.0, 1.0, -1.0), limit, iters)
+    visited = fixed.copy()
+    while not visited.all():
+        k = min(np.flatnonzero(~visited), key=lambda m: _closeness(theta[m], rel))
+        visited[k] = True
+        near = sorted(hostnet.simple_candidates(theta[k], rel), key=lambda c: abs(c[0] - theta[k]))
+        theta, fixed = _try(r, theta, fixed, k, [c for c, _ in near], limit, iters)
     return theta, fixed
 
 
@@ -115,12 +127,13 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
       model: a KAN whose unpruned edges are symbolic or Taylor (Taylor edges stay fixed).
       x, y: data, ``(N, n_in)`` and ``(N, n_out)``.
       snap: snap constants to integers, small rationals and multiples of pi.
-      loss_tol: a snap is kept when the RMSE stays within ``1 + loss_tol`` times the RMSE
-        of the refined constants (and the other constants refitted).
+      loss_tol: a snap is kept when the RMSE (the other constants refitted) stays within
+        ``1 + loss_tol`` times the RMSE of the refined constants, or within the rounding
+        noise of ``y``'s dtype (``eps * rms(y)``; float32 targets are only that exact).
       snap_rel: candidate simple values lie within ``snap_rel * max(1, |v|)`` of a
         constant ``v`` (``0`` and ``+-1`` are always tried).
-      iters: Levenberg-Marquardt iterations of the refit (a tenth of it, at least 10, for
-        the refits during snapping).
+      iters: Levenberg-Marquardt iterations of each refit (they stop early once the
+        loss stops falling).
 
     Returns:
       ``{(layer, i, j): (name, (a, b, c, d))}`` as written into the model, and the
@@ -141,8 +154,11 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
     res0 = r(theta0)
     theta, sse = _lm(r, theta0, np.ones(theta0.size, bool), int(iters))
     if snap:
-        theta, _ = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel),
-                         max(10, int(iters) // 10))
+        y_dtype = np.asarray(y).dtype
+        eps = float(np.finfo(y_dtype if np.issubdtype(y_dtype, np.floating) else np.float64).eps)
+        floor = eps * float(np.sqrt(np.mean(ys**2)))  # y's own rounding noise
+        theta, _ = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel), int(iters),
+                         floor)
     final = r(theta)
     out = {}
     for e, (li, (i, j)) in enumerate(keys):

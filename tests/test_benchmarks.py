@@ -105,3 +105,11 @@ def test_peers_malloc_retain_sets_glibc_variables_and_inherit_passes_the_environ
     assert "LD_PRELOAD=libtcmalloc.so" in peers.allocator_settings({"LD_PRELOAD": "libtcmalloc.so"})
     assert "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1" in peers.allocator_settings(
         {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
+
+
+def test_symbolic_regression_recipe_recovers_the_exact_formula(tmp_path):
+    symbolic_regression = _load("symbolic_regression")
+    out = tmp_path / "symbolic_regression.json"
+    assert symbolic_regression.main(["--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["equivalent"] and result["formula_test_rmse"] <= 1e-4
