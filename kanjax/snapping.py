@@ -18,6 +18,8 @@ values that equal a simple one at the parameters' precision exactly (``pi``, ``1
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from kanjax import hostnet
@@ -44,7 +46,7 @@ def _residual(layers, keys, x, y):
     def r(theta):
         with np.errstate(all="ignore"):
             res = (hostnet.forward(_with(layers, keys, theta), x) - y).ravel()
-        return np.where(np.isfinite(res), res, 1e150)
+        return np.where(np.isfinite(res), res, 1e100)
     return r
 
 
@@ -100,7 +102,7 @@ def _try(r, theta, fixed, k, values, limit, iters):
     return theta, fixed
 
 
-def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor):
+def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor, deadline):
     """Two passes: every constant tries 0, 1, -1 (a constant the rest of the network can
     absorb, such as a scale passed between layers, settles there); then the remaining
     ones, always the one now closest to a simple value next, try the simple values near
@@ -109,9 +111,11 @@ def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor):
     fixed = np.zeros(theta.size, bool)
     limit = ((np.sqrt(sse_ref / n) * (1.0 + loss_tol)) ** 2 + floor**2) * n
     for k in range(theta.size):
+        if time.perf_counter() > deadline:
+            return theta, fixed
         theta, fixed = _try(r, theta, fixed, k, (0.0, 1.0, -1.0), limit, iters)
     visited = fixed.copy()
-    while not visited.all():
+    while not visited.all() and time.perf_counter() <= deadline:
         k = min(np.flatnonzero(~visited), key=lambda m: _closeness(theta[m], rel))
         visited[k] = True
         near = sorted(hostnet.simple_candidates(theta[k], rel), key=lambda c: abs(c[0] - theta[k]))
@@ -120,7 +124,8 @@ def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor):
 
 
 def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0.1,
-                     snap_rel: float = 0.05, iters: int = 50) -> dict:
+                     snap_rel: float = 0.05, iters: int = 50,
+                     time_budget: float = 10.0) -> dict:
     """Refit the symbolic edges' ``(a, b, c, d)`` in float64 and snap them to simple values.
 
     Args:
@@ -134,6 +139,9 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
         constant ``v`` (``0`` and ``+-1`` are always tried).
       iters: Levenberg-Marquardt iterations of each refit (they stop early once the
         loss stops falling).
+      time_budget: seconds for snapping (checked before each constant); constants not
+        reached keep their refined values. Each refit costs about
+        ``iters * 2 * (4 * symbolic edges)`` network evaluations on ``x``.
 
     Returns:
       ``{(layer, i, j): (name, (a, b, c, d))}`` as written into the model, and the
@@ -153,12 +161,13 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
     r = _residual(layers, keys, xs, ys)
     res0 = r(theta0)
     theta, sse = _lm(r, theta0, np.ones(theta0.size, bool), int(iters))
+    deadline = time.perf_counter() + float(time_budget)
     if snap:
         y_dtype = np.asarray(y).dtype
         eps = float(np.finfo(y_dtype if np.issubdtype(y_dtype, np.floating) else np.float64).eps)
         floor = eps * float(np.sqrt(np.mean(ys**2)))  # y's own rounding noise
         theta, _ = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel), int(iters),
-                         floor)
+                         floor, deadline)
     final = r(theta)
     out = {}
     for e, (li, (i, j)) in enumerate(keys):
