@@ -12,13 +12,23 @@ model that uses it is built, trained or loaded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["SymbolicFunction", "LIBRARY", "register_function", "get_function", "DEFAULT_NAMES"]
+__all__ = [
+    "DEFAULT_NAMES",
+    "LIBRARY",
+    "SymbolicFunction",
+    "get_function",
+    "guard_free",
+    "numpy_fn",
+    "register_function",
+]
 
 _TINY = 1e-4  # guard distance from a singularity (relative to the data, inputs are O(1))
 
@@ -32,12 +42,17 @@ class SymbolicFunction(NamedTuple):
         everywhere.
       sympy_fn: builds the exact sympy expression from a sympy expression.
       complexity: a small positive integer; simpler functions win ties.
+      exact: ``None`` when ``fn`` equals the exact function everywhere; otherwise a numpy
+        predicate of sorted points ``u`` (a monotone sample of an edge's argument) that
+        says where the guarded ``fn`` equals the exact formula (``False`` near a
+        singularity or outside the domain, and on both sides of a pole ``u`` jumps over).
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     sympy_fn: Callable[[Any], Any]
     complexity: int
+    exact: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _safe_reciprocal(u):
@@ -60,6 +75,33 @@ def _safe_tan(u):
     return jnp.sin(u) / (s * jnp.maximum(jnp.abs(c), _TINY))
 
 
+def _no_pole_between(u, pole):
+    """``True`` where ``|pole(u)|`` keeps away from 0 and no sign change of ``pole(u)``
+    happens between neighbouring points (a pole jumped over)."""
+    p = pole(np.asarray(u, np.float64))
+    ok = np.abs(p) >= _TINY
+    flip = np.sign(p[1:]) != np.sign(p[:-1])
+    ok[1:] &= ~flip
+    ok[:-1] &= ~flip
+    return ok
+
+
+def _reciprocal_exact(u):
+    return _no_pole_between(u, lambda v: v)
+
+
+def _tan_exact(u):
+    return _no_pole_between(u, np.cos)
+
+
+def _sqrt_exact(u):
+    return np.asarray(u, np.float64) >= _TINY**2
+
+
+def _log_exact(u):
+    return np.asarray(u, np.float64) >= _TINY
+
+
 def _sympy():
     import sympy
 
@@ -74,7 +116,7 @@ LIBRARY: dict[str, SymbolicFunction] = {}
 
 
 def register_function(name: str, fn: Callable, sympy_fn: Callable, complexity: int = 2, *,
-                      overwrite: bool = False) -> SymbolicFunction:
+                      overwrite: bool = False, exact: Callable | None = None) -> SymbolicFunction:
     """Add ``name`` to the library.
 
     Args:
@@ -84,6 +126,9 @@ def register_function(name: str, fn: Callable, sympy_fn: Callable, complexity: i
         ``lambda e: sympy.sinh(e)``.
       complexity: positive integer used to rank equally good fits.
       overwrite: allow replacing an existing entry.
+      exact: for a guarded ``fn``, a predicate of sorted numpy points saying where ``fn``
+        equals ``sympy_fn`` (see :class:`SymbolicFunction`); ``auto_symbolic`` does not
+        choose the function for an edge whose data reach outside it.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a function name must be a non-empty string, got {name!r}")
@@ -91,10 +136,13 @@ def register_function(name: str, fn: Callable, sympy_fn: Callable, complexity: i
         raise ValueError(f"{name!r} is already in the library (pass overwrite=True to replace it)")
     if not callable(fn) or not callable(sympy_fn):
         raise TypeError("fn and sympy_fn must be callables")
+    if exact is not None and not callable(exact):
+        raise TypeError(f"exact must be None or a callable, got {type(exact).__name__}")
     if int(complexity) < 0:
         raise ValueError(f"complexity must be >= 0, got {complexity}")
-    entry = SymbolicFunction(name, fn, sympy_fn, int(complexity))
+    entry = SymbolicFunction(name, fn, sympy_fn, int(complexity), exact)
     LIBRARY[name] = entry
+    numpy_fn.cache_clear()
     return entry
 
 
@@ -109,19 +157,40 @@ def get_function(name: str) -> SymbolicFunction:
         ) from None
 
 
+@functools.cache
+def numpy_fn(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The exact (unguarded) function ``name`` as an elementwise numpy function, made from
+    its sympy form; it evaluates in the input's precision (float64 for host fits)."""
+    sympy = _sympy()
+    u = sympy.Symbol("u", real=True)
+    expr = sympy.sympify(get_function(name).sympy_fn(u))
+    f = sympy.lambdify(u, expr, "numpy")
+    return lambda v: np.broadcast_to(f(v), np.shape(v)).astype(np.result_type(v, np.float32))
+
+
+def guard_free(name: str, u) -> np.ndarray:
+    """Where the library's (guarded) ``name`` equals its exact formula at the sorted points
+    ``u``: all ``True`` for a function without a guard."""
+    entry = get_function(name)
+    u = np.asarray(u)
+    if entry.exact is None:
+        return np.ones(u.shape, bool)
+    return np.asarray(entry.exact(u), bool)
+
+
 def _builtin():
     sp = _sympy
     entries = [
         SymbolicFunction("0", lambda u: jnp.zeros_like(u), lambda e: 0, 0),
         SymbolicFunction("x", lambda u: u, lambda e: e, 1),
         *(_power(k) for k in range(2, 6)),
-        SymbolicFunction("1/x", _safe_reciprocal, lambda e: 1 / e, 2),
-        SymbolicFunction("sqrt", _safe_sqrt, lambda e: sp().sqrt(e), 2),
+        SymbolicFunction("1/x", _safe_reciprocal, lambda e: 1 / e, 2, _reciprocal_exact),
+        SymbolicFunction("sqrt", _safe_sqrt, lambda e: sp().sqrt(e), 2, _sqrt_exact),
         SymbolicFunction("exp", jnp.exp, lambda e: sp().exp(e), 2),
-        SymbolicFunction("log", _safe_log, lambda e: sp().log(e), 2),
+        SymbolicFunction("log", _safe_log, lambda e: sp().log(e), 2, _log_exact),
         SymbolicFunction("sin", jnp.sin, lambda e: sp().sin(e), 2),
         SymbolicFunction("cos", jnp.cos, lambda e: sp().cos(e), 2),
-        SymbolicFunction("tan", _safe_tan, lambda e: sp().tan(e), 3),
+        SymbolicFunction("tan", _safe_tan, lambda e: sp().tan(e), 3, _tan_exact),
         SymbolicFunction("tanh", jnp.tanh, lambda e: sp().tanh(e), 3),
         SymbolicFunction("arctan", jnp.arctan, lambda e: sp().atan(e), 3),
         SymbolicFunction("abs", jnp.abs, lambda e: sp().Abs(e), 2),

@@ -17,15 +17,17 @@ disguise, so it counts as two units more complex.
 * :func:`suggest_symbolic` - ranked candidates for one edge;
 * :func:`fix_symbolic` - pin one edge to a formula (its ``(a, b, c, d)`` stay trainable);
 * :func:`auto_symbolic` - fit every numeric edge, pin those above an ``R^2`` threshold;
-* :func:`symbolic_formula` - one sympy expression per output. Taylor edges are exact
-  polynomials (of ``tanh(x)`` unless ``squash=None``) with their ``silu`` term, so a Taylor
-  KAN has an exact formula without any fitting.
+* :func:`symbolic_formula`, :func:`layered_formula` (from :mod:`kanjax.formula`) - the
+  network's formula. Taylor edges are exact polynomials (of ``tanh(x)`` unless
+  ``squash=None``) with their ``silu`` term, so a Taylor KAN has an exact formula without
+  any fitting.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -34,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from kanjax import functions as functions_lib
+from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
+from kanjax.snapping import refine_constants
 from kanjax.pruning import _layer_views
 from kanjax.training import _compile
 
@@ -45,6 +49,9 @@ __all__ = [
     "fix_symbolic",
     "auto_symbolic",
     "symbolic_formula",
+    "layered_formula",
+    "LayeredFormula",
+    "refine_constants",
 ]
 
 _NUM_SAMPLES = 128
@@ -60,6 +67,7 @@ class Suggestion(NamedTuple):
     affine: tuple[float, float, float, float]
     complexity: int
     score: float
+    guard_free: bool = True  # the function's guard (1/x near 0, log of x <= 0) is unused on the data
 
 
 # ------------------------------------------------------------------ fitting (pure JAX)
@@ -235,24 +243,49 @@ def _canonical(name: str, a: float, b: float, c: float, d: float):
     return a, b, c, d
 
 
-def _rank(names, theta, r2, x_range, weight):
-    """Suggestions for one edge, best first. ``theta (F, 4)``, ``r2 (F,)``.
+def _quadratic_error(x, y) -> float:
+    """``1 - R^2`` of the least-squares quadratic in ``x`` through the samples ``y``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xc = (x - x.mean()) / max(float(np.ptp(x)), 1e-300)
+    basis = np.stack([np.ones_like(xc), xc, xc * xc], -1)
+    resid = basis @ np.linalg.lstsq(basis, y, rcond=None)[0] - y
+    syy = float(np.sum((y - y.mean()) ** 2))
+    return float(np.sum(resid**2)) / syy if syy > 0 else 0.0
 
-    Ties (equal score and complexity, e.g. ``sin`` and ``cos`` with a phase) go to the
-    fit with the smaller phase ``|b|``.
+
+_NOISE_FACTOR = 2.0  # fits whose errors differ by less than this factor are equivalent
+
+
+def _rank(names, theta, r2, x_range, weight, x=None, y=None):
+    """Suggestions for one edge, best first. ``theta (F, 4)``, ``r2 (F,)``; ``x, y``: the
+    edge's sorted sample points (their span is ``x_range``) and values.
+
+    A non-polynomial function counts as two units more complex when it is used only near
+    one point (``|a| * x_range < 0.3``) or when a quadratic in ``x`` fits ``y`` within
+    ``_NOISE_FACTOR`` times its own error ``1 - R^2``: when fits are equivalent within
+    noise, the polynomial reading wins (``x^2``, not ``-23.4 cos(0.29 x) + 23.4``). Fits whose function's guard is
+    active on ``x`` (``1/x`` near 0, ``log`` of negatives) are flagged
+    ``guard_free=False`` and listed after the others. Ties (equal score and complexity,
+    e.g. ``sin`` and ``cos`` with a phase) go to the fit with the smaller phase ``|b|``.
     """
     out = []
+    quad = None if y is None else _quadratic_error(x, y)
     for k, name in enumerate(names):
         entry = functions_lib.get_function(name)
-        a = float(theta[k, 0])
+        a, b = float(theta[k, 0]), float(theta[k, 1])
         complexity = entry.complexity
-        if name not in ("0", "x") and abs(a) * x_range < _TINY_USE:
+        poly = name in ("0", "x") or name.startswith("x^")
+        if not poly and abs(a) * x_range < _TINY_USE:
             complexity += 2
+        elif not poly and quad is not None and quad <= _NOISE_FACTOR * max(1.0 - r2[k], 1e-7):
+            complexity += 2
+        free = True if x is None else bool(functions_lib.guard_free(name, a * np.asarray(x) + b).all())
         quality = -math.log10(max(1.0 - float(r2[k]), 1e-7))
         affine = _canonical(name, *(float(v) for v in theta[k]))
         out.append(Suggestion(name, float(r2[k]), affine, entry.complexity,
-                              quality - weight * complexity))
-    return sorted(out, key=lambda s: (-round(s.score, 6), s.complexity, abs(s.affine[1])))
+                              quality - weight * complexity, free))
+    return sorted(out, key=lambda s: (not s.guard_free, -round(s.score, 6), s.complexity,
+                                      abs(s.affine[1])))
 
 
 # ------------------------------------------------------------------ model-level API
@@ -308,7 +341,7 @@ def suggest_symbolic(model: KAN, x, layer: int, i: int, j: int, *, library=None,
     xs, ys = _edge_samples(model, x, layer)
     names, theta, r2 = fit_edges(xs[:, i], ys[:, i, j], library, **fit_kwargs)
     x_range = float(xs[-1, i] - xs[0, i])
-    return _rank(names, theta[:, 0], r2[:, 0], x_range, weight)[:top_k]
+    return _rank(names, theta[:, 0], r2[:, 0], x_range, weight, xs[:, i], ys[:, i, j])[:top_k]
 
 
 def fix_symbolic(model: KAN, layer: int, i: int, j: int, name: str, x=None, *, affine=None,
@@ -330,7 +363,11 @@ def fix_symbolic(model: KAN, layer: int, i: int, j: int, name: str, x=None, *, a
         raise ValueError("fix_symbolic needs data x to fit (a, b, c, d), or an explicit affine=")
     xs, ys = _edge_samples(model, x, layer)
     names, theta, r2 = fit_edges(xs[:, i], ys[:, i, j], (name,), **fit_kwargs)
-    best = _rank(names, theta[:, 0], r2[:, 0], float(xs[-1, i] - xs[0, i]), 0.0)[0]
+    best = _rank(names, theta[:, 0], r2[:, 0], float(xs[-1, i] - xs[0, i]), 0.0, xs[:, i])[0]
+    if not best.guard_free:
+        warnings.warn(f"layer {layer} edge ({i},{j}): the data reach where {name}'s guard is "
+                      "active (e.g. 1/x near 0, log of x <= 0): the model and its formula "
+                      "differ there", stacklevel=2)
     lyr.set_symbolic(i, j, name, best.affine)
     return best
 
@@ -339,6 +376,10 @@ def auto_symbolic(model: KAN, x, *, library=None, r2_threshold: float = 0.99,
                   weight: float = 0.5, verbose: bool = False, **fit_kwargs) -> dict:
     """Fit every numeric, unpruned edge and pin those whose best candidate reaches
     ``r2_threshold``; all edges of a layer are fitted in one compiled call.
+
+    A candidate whose guard is active on ``x`` (``1/x`` or ``tan`` near a pole, ``log``
+    or ``sqrt`` of values <= 0, where the model's guarded function and the formula's
+    exact one differ) is never chosen; a warning names the edge when it scored best.
 
     Returns ``{(layer, i, j): Suggestion}`` for the edges that were pinned; edges below
     the threshold keep their numeric function (their best candidates are listed when
@@ -357,116 +398,26 @@ def auto_symbolic(model: KAN, x, *, library=None, r2_threshold: float = 0.99,
         xs, ys = samples[li]
         xs_all.append(xs[:, todo[:, 0]].T)
         ys_all.append(ys[:, todo[:, 0], todo[:, 1]].T)
-        jobs += [(li, int(i), int(j), float(xs[-1, i] - xs[0, i])) for i, j in todo]
+        jobs += [(li, int(i), int(j), xs[:, i], ys[:, i, j]) for i, j in todo]
     fixed = {}
     if not jobs:
         return fixed
     names, theta, r2 = fit_edges(np.concatenate(xs_all), np.concatenate(ys_all), library,
                                  **fit_kwargs)
-    for e, (li, i, j, x_range) in enumerate(jobs):
-        best = _rank(names, theta[:, e], r2[:, e], x_range, weight)[0]
-        if best.r2 >= r2_threshold:
+    for e, (li, i, j, xe, ye) in enumerate(jobs):
+        ranked = _rank(names, theta[:, e], r2[:, e], float(xe[-1] - xe[0]), weight, xe, ye)
+        best = ranked[0]
+        top = max(ranked, key=lambda s: s.score)
+        if not top.guard_free and top.score > best.score and top.r2 >= r2_threshold:
+            warnings.warn(f"layer {li} edge ({i},{j}): {top.name} fits best but its guard "
+                          f"is active on the data; not chosen", stacklevel=2)
+        if best.guard_free and best.r2 >= r2_threshold:
             fixed[(li, i, j)] = best
         if verbose:
-            mark = "fixed" if best.r2 >= r2_threshold else "kept numeric"
+            mark = "fixed" if (best.guard_free and best.r2 >= r2_threshold) else "kept numeric"
             print(f"layer {li} edge ({i},{j}): {best.name} R^2={best.r2:.6f} ({mark})")
     for li, lyr in enumerate(model.layers):  # one assignment per layer
         mine = [(i, j, s.name, s.affine) for (l2, i, j), s in fixed.items() if l2 == li]
         if mine:
             lyr._set_symbolic_edges(*zip(*mine))
     return fixed
-
-
-# ------------------------------------------------------------------ formulas (sympy)
-
-def _silu(e):
-    import sympy
-
-    return e / (1 + sympy.exp(-e))
-
-
-def _round(expr, digits):
-    import sympy
-
-    if digits is None:
-        return expr
-    reps = {}
-    for n in expr.atoms(sympy.Float):
-        r = round(float(n), digits)
-        reps[n] = sympy.Integer(int(r)) if r == int(r) else sympy.Float(r, 15)
-    return expr.xreplace(reps)
-
-
-def _edge_expression(lyr: KANLayer, i: int, j: int, u, w_base, w_spline, coef, sym):
-    """sympy expression of edge ``(i, j)`` at the sympy input ``u``."""
-    import sympy
-
-    if sym[i, j]:
-        name, (a, b, c, d) = lyr.symbolic_edge(i, j)
-        f = functions_lib.get_function(name).sympy_fn
-        return sympy.Float(c) * f(sympy.Float(a) * u + sympy.Float(b)) + sympy.Float(d)
-    if lyr.basis != "taylor":
-        raise ValueError(
-            f"edge ({i}, {j}) is a numeric B-spline; pin it with fix_symbolic or "
-            "auto_symbolic before asking for a formula"
-        )
-    t = sympy.tanh(u) if lyr.squash == "tanh" else u
-    poly = sum(sympy.Float(float(coef[i, j, k])) * t**k for k in range(coef.shape[-1]))
-    return sympy.Float(float(w_base[i, j])) * _silu(u) + sympy.Float(float(w_spline[i, j])) * poly
-
-
-def symbolic_formula(model: KAN, var_names: Sequence[str] | None = None, *, digits: int | None = 4,
-                     simplify: bool = True):
-    """One sympy expression per output of ``model``.
-
-    Every unpruned edge must be symbolic (see :func:`auto_symbolic`), except in Taylor
-    layers, whose edges are written exactly: ``w_b * silu(x) + w_s * sum_k c_k t^k`` with
-    ``t = tanh(x)`` (or ``x`` for ``squash=None``).
-
-    Args:
-      var_names: names of the inputs (default ``x_1 .. x_n``).
-      digits: round every constant to this many decimals (``None``: keep float32 values).
-      simplify: run ``sympy.simplify`` on each output (falls back to the expanded form when
-        simplification fails).
-
-    Returns:
-      ``(expressions, symbols)``: a list of ``n_out`` sympy expressions and the input symbols.
-    """
-    import sympy
-
-    _check_model(model)
-    n = model.in_features
-    if var_names is None:
-        var_names = [f"x_{k + 1}" for k in range(n)]
-    if len(var_names) != n:
-        raise ValueError(f"need {n} variable names, got {len(var_names)}")
-    symbols = sympy.symbols(list(var_names), real=True)
-    h = list(symbols)
-    for lyr in model.layers:
-        mask = np.asarray(lyr.mask[...]) > 0
-        sym = lyr.is_symbolic()
-        w_base = np.asarray(lyr.w_base[...], np.float64)
-        w_spline = np.asarray(lyr.w_spline[...], np.float64)
-        coef = np.asarray(lyr.coef[...], np.float64)
-        bias = None if lyr.bias is None else np.asarray(lyr.bias[...], np.float64)
-        out = []
-        for q in range(lyr.out_features):
-            terms = [_edge_expression(lyr, p, q, h[p], w_base, w_spline, coef, sym)
-                     for p in range(lyr.in_features) if mask[p, q]]
-            y = sympy.Add(*terms)
-            if bias is not None:
-                y = y + sympy.Float(float(bias[q]))
-            out.append(y)
-        h = out
-    exprs = []
-    for e in h:  # round once, at the end: rounding every layer compounds the errors
-        if simplify:
-            try:
-                e = sympy.simplify(e)
-            except Exception:  # sympy can fail on large expressions; keep the plain form
-                pass
-        e = _round(e, digits)
-        if simplify and digits is not None:  # simplify merges rounded constants: round again
-            e = _round(sympy.simplify(e), digits)
-        exprs.append(e)
-    return exprs, symbols

@@ -156,3 +156,24 @@ def test_peers_malloc_retain_sets_glibc_variables_and_inherit_passes_the_environ
     assert "LD_PRELOAD=libtcmalloc.so" in peers.allocator_settings({"LD_PRELOAD": "libtcmalloc.so"})
     assert "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1" in peers.allocator_settings(
         {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
+
+
+def test_symbolic_regression_recipe_recovers_the_exact_formula(tmp_path):
+    symbolic_regression = _load("symbolic_regression")
+    out = tmp_path / "symbolic_regression.json"
+    assert symbolic_regression.main(["--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["equivalent"] and result["formula_test_rmse"] <= 1e-4
+
+
+def test_feynman_quick_writes_a_complete_row(tmp_path):
+    feynman = _load("feynman")
+    assert len(feynman.EQUATIONS) >= 20 and len({e[0] for e in feynman.EQUATIONS}) >= 20
+    out = tmp_path / "feynman.json"
+    assert feynman.main(["--quick", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["id"] == feynman.EQUATIONS[0][0] and isinstance(row["equivalent"], bool)
+    for key in ("kan_test_rmse", "mlp_test_rmse", "formula_test_rmse", "seconds"):
+        assert row[key] >= 0 and row[key] == row[key], key  # finite, not nan
+    # the MLP baseline is parameter-matched to the KAN
+    assert abs(row["mlp_params"] / row["kan_params"] - 1) < 0.35

@@ -129,10 +129,13 @@ def test_formula_needs_symbolic_bspline_edges():
 def test_rounding_is_user_controlled():
     model = kanjax.KAN([1, 1], rngs=nnx.Rngs(0))
     model.layers[0].set_symbolic(0, 0, "sin", (3.14159265, 0.0, 1.0000004, 0.0))
-    (e2,), (x,) = symbolic.symbolic_formula(model, ["x"], digits=2)
+    (e2,), (x,) = symbolic.symbolic_formula(model, ["x"], digits=2, exact_constants=False)
     assert e2 == sympy.sin(sympy.Float(3.14, 15) * x)
-    (e6,), _ = symbolic.symbolic_formula(model, ["x"], digits=6)
+    (e6,), _ = symbolic.symbolic_formula(model, ["x"], digits=6, exact_constants=False)
     assert sympy.Float(3.141593, 15) in e6.atoms(sympy.Float)
+    # at float32 precision the constants are pi and 1: written exactly by default
+    (exact,), _ = symbolic.symbolic_formula(model, ["x"], digits=2)
+    assert exact == sympy.sin(sympy.pi * x)
 
 
 def test_fix_symbolic_edges_keep_training():
@@ -173,7 +176,8 @@ def test_auto_symbolic_recovers_trained_edges_and_prune_keeps_them():
     assert {k: v.name for k, v in fixed.items()} == {(0, 0, 0): "sin", (0, 1, 0): "x^2"}
     model, _ = kanjax.train(model, (x, y), epochs=30, batch_size=512, optimizer="lbfgs",
                             progress=False)
-    (expr,), (u, v) = symbolic.symbolic_formula(model, ["u", "v"], digits=3)
+    (expr,), (u, v) = symbolic.symbolic_formula(model, ["u", "v"], digits=3,
+                                                 exact_constants=False)
     assert sympy.simplify(expr - (sympy.sin(sympy.Float(3.142, 15) * u) + v**2)) == 0
     pruned = kanjax.prune(model, x, threshold=0.0)
     assert pruned.layers[0].symbolic_edge(0, 0)[0] == "sin"
@@ -210,3 +214,74 @@ def test_user_registered_function_is_fitted_and_written():
         assert expr.has(sympy.sinh)
     finally:
         functions.LIBRARY.pop(name)
+
+
+def test_ranking_prefers_the_quadratic_over_a_cosine_in_disguise():
+    # a trained y**2 edge: flattened a little at the ends (as -c cos(0.29 y) is) plus noise;
+    # the cosine fits marginally better, within the noise
+    x = np.linspace(-1, 1, 128)
+    y = x**2 - 0.00716 * x**4 + 8e-4 * np.random.default_rng(0).standard_normal(128)
+    names, theta, r2 = symbolic.fit_edges(x, y)
+    r2 = dict(zip(names, r2[:, 0]))
+    assert r2["cos"] > r2["x^2"] > 1 - 2e-5  # the case: cos scores higher on R^2 alone
+    k = names.index("cos")
+    ranked = symbolic._rank(names, theta[:, 0], np.array(list(r2.values())), 2.0, 0.5, x, y)
+    assert ranked[0].name == "x^2"
+    # equivalence is judged against the quadratic's error, independently computed here
+    quad = np.polynomial.polynomial.polyfit(x, y, 2)
+    resid = np.polynomial.polynomial.polyval(x, quad) - y
+    assert np.sum(resid**2) / np.sum((y - y.mean()) ** 2) <= 2 * (1 - r2["cos"])
+    assert abs(theta[k, 0, 0]) * 2.0 > 0.3  # not the tiny-use rule: cos spans > 0.3 rad
+    # a genuine cosine is still read as one
+    yc = np.cos(2.5 * x)
+    names, theta, r2c = symbolic.fit_edges(x, yc)
+    assert symbolic._rank(names, theta[:, 0], r2c[:, 0], 2.0, 0.5, x, yc)[0].name in ("cos", "sin")
+
+
+def _trained_sqrt_edge(lo):
+    x = jnp.linspace(lo, 1.0, 512)[:, None]
+    y = jnp.sqrt(jnp.maximum(x, 0.0))
+    model = kanjax.KAN([1, 1], grid_size=20, rngs=nnx.Rngs(0))
+    model, _ = kanjax.train(model, (x, y), epochs=60, batch_size=512, optimizer="lbfgs",
+                            progress=False)
+    return model, x
+
+
+def test_auto_symbolic_skips_functions_whose_guard_is_active_on_the_data():
+    model, x = _trained_sqrt_edge(-1.0)  # sqrt(max(x, 0)): the guarded sqrt fits it
+    top = symbolic.suggest_symbolic(model, x, 0, 0, 0, top_k=30)
+    sq = next(s for s in top if s.name == "sqrt")
+    assert sq.r2 > 0.999 and not sq.guard_free
+    with pytest.warns(UserWarning, match=r"layer 0 edge \(0,0\): sqrt"):
+        fixed = symbolic.auto_symbolic(model, x, r2_threshold=0.9)
+    assert fixed[(0, 0, 0)].name != "sqrt"
+    (expr,), syms = symbolic.symbolic_formula(model, ["x"], digits=None)
+    got = sympy.lambdify(syms, expr, "numpy")(np.asarray(x[:, 0], np.float64))
+    np.testing.assert_allclose(got, np.asarray(model(x))[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_symbolic_chooses_a_guarded_function_inside_its_domain():
+    model, x = _trained_sqrt_edge(0.05)
+    fixed = symbolic.auto_symbolic(model, x, r2_threshold=0.999)
+    assert fixed[(0, 0, 0)].name == "sqrt"
+    (expr,), syms = symbolic.symbolic_formula(model, ["x"], digits=None)
+    got = sympy.lambdify(syms, expr, "numpy")(np.asarray(x[:, 0], np.float64))
+    np.testing.assert_allclose(got, np.asarray(model(x))[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_guard_free_marks_singular_points():
+    u = np.linspace(-1, 1, 11)
+    assert not functions.guard_free("1/x", u).all()  # crosses 0
+    assert functions.guard_free("1/x", u + 1.5).all()
+    assert not functions.guard_free("log", u).all() and functions.guard_free("log", u + 1.01).all()
+    assert functions.guard_free("sin", u).all()
+    # where it says so, the guarded JAX function equals the exact one
+    v = np.linspace(-3, 3, 601)
+    for name in ("1/x", "log", "sqrt", "tan"):
+        ok = functions.guard_free(name, v)
+        guarded = np.asarray(functions.get_function(name).fn(jnp.asarray(v, jnp.float32)))
+        with np.errstate(all="ignore"):
+            exact = functions.numpy_fn(name)(v)
+        np.testing.assert_allclose(guarded[ok], exact[ok], rtol=2e-5, atol=1e-6, err_msg=name)
+        if name != "tan":  # no sample sits on a pole of tan: only its neighbours are flagged
+            assert not np.allclose(guarded[~ok], exact[~ok], rtol=1e-2), name
