@@ -29,6 +29,7 @@ from kanjax.pruning import attribution, edge_importance, node_importance, prune
 from kanjax.plotting import plot_grad_norms, plot_layer, plot_loss, plot_network
 from kanjax.plotting import plot_network as plot
 from kanjax.symbolic import auto_symbolic, fix_symbolic, suggest_symbolic, symbolic_formula
+from kanjax.symbolic import layered_formula, refine_constants
 from kanjax.training import (
     History,
     TrainConfig,
@@ -84,6 +85,8 @@ __all__ = [
     "evaluate",
     "cpu_compile_options",
     "compile_cache",
+    "layered_formula",
+    "refine_constants",
     "basis",
     "grids",
     "interop",

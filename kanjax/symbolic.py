@@ -40,7 +40,7 @@ from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
 from kanjax.snapping import refine_constants
 from kanjax.pruning import _layer_views
-from kanjax.training import _compile
+from kanjax.compiling import compile_program
 
 __all__ = [
     "Suggestion",
@@ -211,7 +211,7 @@ def fit_edges(x, y, names: Sequence[str] | None = None, *, a_range=(-10.0, 10.0)
     key = (x.shape, fns, int(grid), int(zooms), int(iters))
     if key not in _PROGRAMS:
         static = dict(fns=fns, grid=int(grid), zooms=int(zooms), iters=int(iters))
-        _PROGRAMS[key] = _compile(jax.jit(functools.partial(_fit_all, **static)), *args)
+        _PROGRAMS[key] = compile_program(jax.jit(functools.partial(_fit_all, **static)), *args)
     theta, r2 = _PROGRAMS[key](*args)
     return names, np.asarray(theta[:, :e]), np.asarray(r2[:, :e])
 

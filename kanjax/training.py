@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 # The name under which kanjax.symbolic imports kanjax.compiling.compile_program.
-_compile = compile_program
 
 
 def train(

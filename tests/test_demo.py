@@ -30,7 +30,7 @@ def test_demo_cli_writes_outputs(tmp_path, capsys):
 
 @pytest.mark.parametrize("basis, bound", [("taylor", 1e-5), ("bspline", 1e-4)])
 def test_seed_experiment_reaches_target_accuracy(basis, bound):
-    # The seed document's protocol with kanjax's defaults (issue 2's accuracy targets).
+    # The seed document's protocol with kanjax's defaults (the seed experiment's accuracy targets).
     result = demo.run_seed_experiment(basis=basis, progress=False)
     assert result.test_mse <= bound, result.test_mse
     assert result.history.train_loss[-1] < result.history.train_loss[0] / 1000

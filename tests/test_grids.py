@@ -238,7 +238,7 @@ def test_grid_schedule_is_deterministic_and_ahead_programs_equal_in_place_ones(m
     # The background compiles each stage from a stand-in of the refined model; the numbers
     # must be exactly those of compiling the refined model itself, which is what happens
     # when the stand-in's structure differs (here: forced).
-    from kanjax import training
+    from kanjax import schedule
 
     x = jax.random.uniform(jax.random.key(4), (64, 1), minval=-1, maxval=1)
     data = (x, jnp.sin(3 * x))
@@ -254,7 +254,7 @@ def test_grid_schedule_is_deterministic_and_ahead_programs_equal_in_place_ones(m
     # thread-local settings are not seen by the background (the suite sets "highest")
     with jax.default_matmul_precision("bfloat16"):
         assert run().config["stage_compiled_ahead"] == [False]
-    monkeypatch.setattr(training, "_refined_like", lambda model, grid_size, uniform: model)
+    monkeypatch.setattr(schedule, "refined_like", lambda model, grid_size, uniform: model)
     in_place = run()
     assert ahead.config["stage_compiled_ahead"] == [True]
     assert in_place.config["stage_compiled_ahead"] == [False]
@@ -266,12 +266,12 @@ def test_layer_inputs_write_nothing_back_into_the_model():
     # Grid schedules call this from a background thread on stand-ins that share variables
     # with the model being trained; writing state back (as nnx.jit does) could put stale
     # values into the trained model.
-    from kanjax.nn import _inputs_of_layers, _layer_inputs
+    from kanjax.nn import _layer_inputs, inputs_of_layers
 
     model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=4, rngs=nnx.Rngs(0))
     x = jax.random.uniform(jax.random.key(1), (50, 2), minval=-1, maxval=1)
     before = jax.tree.leaves(nnx.state(model))
     inputs = _layer_inputs(model, x)
     assert all(a is b for a, b in zip(before, jax.tree.leaves(nnx.state(model))))
-    for got, want in zip(inputs, _inputs_of_layers(model, x)):
+    for got, want in zip(inputs, inputs_of_layers(model, x)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
