@@ -23,7 +23,6 @@ from jax.sharding import Mesh
 
 from kanjax import objective as objective_lib
 from kanjax._xla import fast_compile_jit
-from kanjax.compiling import compile_program
 from kanjax.ensemble import ensemble_member, make_ensemble, train_ensemble
 from kanjax.fit import check_model, fit
 from kanjax.history import History, TrainingDiverged
@@ -41,8 +40,6 @@ __all__ = [
     "train",
     "train_ensemble",
 ]
-
-# The name under which kanjax.symbolic imports kanjax.compiling.compile_program.
 
 
 def train(
