@@ -77,5 +77,5 @@ else:
     version, where = kanjax_install_state()
     if version is None:
         raise RuntimeError(f"kanjax was installed, but {where}: restart the kernel (Colab: Runtime > "
-                           "Restart session) and run this cell again.")
+                           "Restart) and run this cell again.")
     print(f"Installed kanjax {version} ({shown(where)}).")
