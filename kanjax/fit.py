@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from kanjax import checkpoint as checkpoint_lib
+from kanjax import resume as resume_lib
 from kanjax import hooks as hooks_lib
 from kanjax import lm as lm_lib
 from kanjax import objective as objective_lib
@@ -135,7 +135,7 @@ def validate(model, data, validation_data, config: TrainConfig, members=None) ->
     mesh_arg = None if config.optimizer == "lm" and config.mesh == "auto" else config.mesh
     mesh = resolve_mesh(mesh_arg, members)
     check_model(model, config)
-    checkpoints = checkpoint_lib.training_checkpoints(
+    checkpoints = resume_lib.training_checkpoints(
         model, config.checkpoint_dir, config.checkpoint_every, config.resume, members)
     objective, data, val = _prepare(model, data, validation_data, config, members)
     n = n_samples(data)

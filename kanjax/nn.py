@@ -21,9 +21,11 @@ from kanjax import basis as basis_lib
 from kanjax import functions as functions_lib
 from kanjax import grids as grids_lib
 from kanjax import layer as layer_lib
+from kanjax import schema
 from kanjax._xla import fast_compile_jit
 
-__all__ = ["SplineGrid", "EdgeMask", "SymbolicMask", "SymbolicIndex", "KANLayer", "KAN", "MLP"]
+__all__ = ["SplineGrid", "EdgeMask", "SymbolicMask", "SymbolicIndex", "KANLayer", "KAN", "MLP",
+           "model_config", "model_from_config"]
 
 _BASES = ("taylor", "bspline")
 
@@ -105,6 +107,12 @@ def _check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
     steps = np.diff(knots, axis=-1)
     uniform = bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-6, atol=0.0))
     return jnp.asarray(knots, dtype=dtype), uniform
+
+
+_LAYER_SCHEMA = {"in_features": "int", "out_features": "int", "basis": "str", "use_bias": "bool",
+                 "dtype": "str?", "param_dtype": "str", "symbolic": "list"}
+_BASIS_SCHEMA = {"taylor": {"degree": "int", "squash": "str?"},
+                 "bspline": {"grid_size": "int", "order": "int", "uniform": "bool"}}
 
 
 class KANLayer(nnx.Module):
@@ -202,6 +210,64 @@ class KANLayer(nnx.Module):
         self.sym_mask = nnx.data(None)
         self.sym_index = nnx.data(None)
         self.sym_affine = nnx.data(None)
+
+    # ---------------------------------------------------------------- config
+
+    def config(self) -> dict:
+        """This layer's structure as JSON-serialisable data (see :meth:`from_config`).
+
+        Keys: ``in_features``, ``out_features``, ``basis``, ``use_bias``, ``dtype``,
+        ``param_dtype``, ``symbolic`` (the names of the closed-form functions the layer
+        holds) and, for Taylor layers, ``degree`` and ``squash``, for B-spline layers,
+        ``grid_size``, ``order`` and ``uniform``. Array values (knots, masks,
+        coefficients) are not part of it.
+        """
+        config = {"in_features": self.in_features, "out_features": self.out_features,
+                  "basis": self.basis, "use_bias": self.bias is not None,
+                  "dtype": schema.dtype_name(self.dtype),
+                  "param_dtype": schema.dtype_name(self.param_dtype),
+                  "symbolic": list(self.sym_names)}
+        if self.basis == "taylor":
+            config.update(degree=self.degree, squash=self.squash)
+        else:
+            config.update(grid_size=self.grid_size, order=self.order, uniform=bool(self.uniform))
+        return config
+
+    @classmethod
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> "KANLayer":
+        """A layer with the structure ``config`` describes (arrays freshly initialised).
+
+        Meant to run under ``nnx.eval_shape`` to obtain the abstract layer whose arrays a
+        checkpoint restores. Raises :class:`kanjax.schema.ConfigError` for a config that
+        does not follow the schema of :meth:`config`.
+        """
+        basis = config.get("basis") if isinstance(config, dict) else None
+        config = schema.check(config, _LAYER_SCHEMA | _BASIS_SCHEMA.get(basis, {}), "layer config")
+        names = config["symbolic"]
+        if not all(isinstance(n, str) and n in functions_lib.LIBRARY for n in names):
+            raise schema.ConfigError(f"layer config.symbolic has unknown functions {names}")
+        kwargs = {k: config[k] for k in ("degree", "squash", "grid_size", "order") if k in config}
+        try:
+            layer = cls(config["in_features"], config["out_features"], basis=basis,
+                        use_bias=config["use_bias"], rngs=rngs,
+                        dtype=schema.dtype_of(config["dtype"], "layer config.dtype"),
+                        param_dtype=schema.dtype_of(config["param_dtype"], "layer config.param_dtype"),
+                        **kwargs)
+        except (TypeError, ValueError) as err:
+            raise schema.ConfigError(f"layer config: {err}") from None
+        if basis == "bspline":
+            layer.uniform = config["uniform"]
+        if names:
+            layer._reserve_symbolic(tuple(names))
+        return layer
+
+    def _reserve_symbolic(self, names: tuple[str, ...]) -> None:
+        """Symbolic-edge variables for ``names``, all edges numeric (values to be replaced)."""
+        shape = (self.in_features, self.out_features)
+        self.sym_names = names
+        self.sym_mask = SymbolicMask(jnp.zeros(shape, self.param_dtype))
+        self.sym_index = SymbolicIndex(jnp.zeros(shape, jnp.int32))
+        self.sym_affine = nnx.Param(jnp.zeros((*shape, 4), self.param_dtype))
 
     def basis_values(self, x: jax.Array) -> jax.Array:
         """The basis at ``x``: ``(..., n_in) -> (..., n_in, K)``."""
@@ -589,6 +655,28 @@ class KAN(nnx.Module):
             ]
         )
 
+    def config(self) -> dict:
+        """The network's structure as JSON data: ``{"widths": [...], "layers": [...]}``, each
+        layer's entry from :meth:`KANLayer.config` (pruned widths, refined grids and symbolic
+        edges included). :meth:`from_config` rebuilds the same structure."""
+        return {"widths": list(self.widths), "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> "KAN":
+        """A KAN with the structure ``config`` describes (arrays freshly initialised);
+        :class:`kanjax.schema.ConfigError` for a config that breaks the schema."""
+        config = schema.check(config, {"widths": "list", "layers": "list"}, "KAN config")
+        layers = [KANLayer.from_config(c, rngs=rngs) for c in config["layers"]]
+        widths = config["widths"]
+        chained = [layers[0].in_features] + [layer.out_features for layer in layers] if layers else []
+        if widths != chained or any(a.out_features != b.in_features
+                                    for a, b in zip(layers, layers[1:])):
+            raise schema.ConfigError(f"KAN config: widths {widths} do not chain the layers' "
+                                     f"features {chained}")
+        model = cls(widths, rngs=rngs, basis=layers[0].basis)
+        model.layers = nnx.List(layers)
+        return model
+
     @property
     def in_features(self) -> int:
         return self.widths[0]
@@ -736,6 +824,26 @@ class MLP(nnx.Module):
     def out_features(self) -> int:
         return self.widths[-1]
 
+    def config(self) -> dict:
+        """The network's structure as JSON data (see :meth:`from_config`)."""
+        first = self.layers[0]
+        return {"widths": list(self.widths), "activation": schema.activation_name(self.activation),
+                "dtype": schema.dtype_name(first.dtype),
+                "param_dtype": schema.dtype_name(first.param_dtype)}
+
+    @classmethod
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> "MLP":
+        """An MLP with the structure ``config`` describes (arrays freshly initialised)."""
+        config = schema.check(config, {"widths": "list", "activation": "str", "dtype": "str?",
+                                       "param_dtype": "str"}, "MLP config")
+        try:
+            return cls(config["widths"], rngs=rngs,
+                       activation=schema.activation_of(config["activation"], "MLP config.activation"),
+                       dtype=schema.dtype_of(config["dtype"], "MLP config.dtype"),
+                       param_dtype=schema.dtype_of(config["param_dtype"], "MLP config.param_dtype"))
+        except (TypeError, ValueError) as err:
+            raise schema.ConfigError(f"MLP config: {err}") from None
+
     def __call__(self, x: jax.Array) -> jax.Array:
         if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != self.in_features:
             raise ValueError(
@@ -745,3 +853,23 @@ class MLP(nnx.Module):
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.layers[-1](x)
+
+
+_MODELS = {"KAN": KAN, "MLP": MLP}
+
+
+def model_config(model) -> dict:
+    """``{"class": "KAN" | "MLP", "config": model.config()}`` for a kanjax model (exact class)."""
+    for name, cls in _MODELS.items():
+        if type(model) is cls:
+            return {"class": name, "config": model.config()}
+    raise TypeError(f"expected a kanjax.KAN or kanjax.MLP, got {type(model).__name__}")
+
+
+def model_from_config(config, *, rngs: nnx.Rngs):
+    """The model :func:`model_config` described; use under ``nnx.eval_shape`` for shapes only."""
+    config = schema.check(config, {"class": "str", "config": "dict"}, "model config")
+    if config["class"] not in _MODELS:
+        raise schema.ConfigError(f"model config.class must be one of {list(_MODELS)}, "
+                                 f"got {config['class']!r}")
+    return _MODELS[config["class"]].from_config(config["config"], rngs=rngs)
