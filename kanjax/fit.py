@@ -262,7 +262,10 @@ def _histories(run: _Run, plan: _Plan, config: TrainConfig, members, facts: dict
     history, start_epoch = restored
     if history is None:
         return histories, 0.0
+    finished_run = history.config.get("epochs")
     history.config = dict(histories[0].config, resumed_from_epoch=start_epoch)
+    if finished_run != config.epochs:  # a finished run continued to more epochs
+        history.config["extended_from_epochs"] = finished_run
     return [history], history.wall_time[-1] if history.wall_time else 0.0
 
 

@@ -121,8 +121,6 @@ class TrainingCheckpoints:
         epoch = train["epoch"]
         if not 0 <= epoch <= self.epochs or history.epochs != epoch:
             raise reader.error(f"invalid epoch counter {epoch} (history has {history.epochs})")
-        if extends:
-            history.config.update(epochs=self.epochs, extended_from_epochs=epoch)
         return epoch, history
 
     def _extends(self, saved: dict, epoch) -> bool:
