@@ -1,26 +1,16 @@
 """Checkpoints: save a KAN or MLP, with its history and optimizer state, and load it back.
 
-A checkpoint is a directory of ``orbax.checkpoint.CheckpointManager`` steps (only the
-newest is kept by :func:`save`); each step holds orbax items:
-
-    state, optimizer     arrays (``StandardSave``): the model's ``nnx.State`` and the
-                         optimizer state, when one was saved
-    config               the model's structure, ``kanjax.nn.model_config`` (JSON)
-    history, metadata    the training ``History`` and the caller's metadata (JSON)
-    digest               SHA-256 of every other item's content (JSON)
-
-Loading never looks up a class, function or attribute by a name read from the files: the
-model is rebuilt from its config (a fixed, typed schema) under ``nnx.eval_shape``, the
-arrays are restored by orbax against that abstract state and checked against the digest
-and the abstract shapes, and ``nnx.merge`` gives the model. The optimizer state is restored
-against the state of the optimizer the caller passes. Orbax writes each step to a temporary
-directory and renames it when complete, so an interrupted save leaves the previous step
-loadable at the same path, and the next save removes what the interrupted one left.
-
-Example::
+A checkpoint is a directory holding one ``orbax.checkpoint.CheckpointManager`` step with
+the items ``state`` and ``optimizer`` (arrays, ``StandardSave``), ``config`` (the model's
+structure, :func:`kanjax.nn.model_config`), ``history``, ``metadata`` and ``train`` (JSON)
+and ``digest`` (SHA-256 of every other item). Loading never looks up a class, function or
+attribute by a name read from a file: the model is rebuilt from its typed config under
+``nnx.eval_shape``, orbax restores the arrays against that abstract state after their
+stored shapes are checked, the digest is verified and ``nnx.merge`` gives the model.
+Orbax writes a step to a temporary directory and renames it when complete, so a save that
+dies leaves the previous step loadable; the next save removes what it left.
 
     kanjax.save("ckpt", model, history=history, optimizer_state=opt_state)
-    model = kanjax.load("ckpt")
     ckpt = kanjax.load("ckpt", optimizer=tx, with_extras=True)  # Checkpoint(model, ...)
 """
 
@@ -37,11 +27,17 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from kanjax import nn as nn_lib
 from kanjax import schema
 from kanjax.history import History
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: saves to one path are not serialised
+    fcntl = None
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load", "read_config", "save"]
 
@@ -58,23 +54,13 @@ class CheckpointError(ValueError):
 
 
 class Checkpoint(NamedTuple):
-    """What ``load(path, with_extras=True)`` returns: the model, the saved ``History`` (or
-    ``None``), the optimizer state (``None`` unless ``optimizer`` was given) and the
-    ``metadata`` dict given to ``save``."""
+    """``load(path, with_extras=True)``: the model, ``History`` or ``None``, optimizer
+    state (``None`` unless ``optimizer`` was given) and the ``metadata`` given to save."""
 
     model: nnx.Module
     history: Any
     optimizer_state: Any
     metadata: dict[str, Any]
-
-
-def _orbax():
-    import orbax.checkpoint as ocp  # imported on first use: ~0.3-0.5 s
-
-    return ocp
-
-
-# ----------------------------------------------------------------------------- digests
 
 
 def _json_digest(obj) -> str:
@@ -91,9 +77,6 @@ def array_digests(tree) -> dict[str, str]:
         h.update(a.tobytes())
         out[path] = h.hexdigest()
     return out
-
-
-# ----------------------------------------------------------------------------- paths
 
 
 def absolute_path(path) -> str:
@@ -121,15 +104,13 @@ def check_destination(path: str, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists and is not a directory; refusing to replace it")
     names = os.listdir(path)
     if not all(_is_orbax_entry(n) for n in names):
-        raise FileExistsError(
-            f"{path} is a non-empty directory that is not a kanjax checkpoint; refusing to "
-            "write into it (choose another path)")
+        raise FileExistsError(f"{path} is a non-empty directory that is not a kanjax "
+                              "checkpoint; refusing to write into it (choose another path)")
     if any(n.isdigit() for n in names) and not overwrite:
         raise FileExistsError(f"{path} already holds a checkpoint (pass overwrite=True to replace it)")
 
 
 def _manager(path: str, *, writing: bool = False):
-    ocp = _orbax()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1 if writing else None, enable_async_checkpointing=False, create=writing,
         cleanup_tmp_directories=writing)
@@ -138,21 +119,15 @@ def _manager(path: str, *, writing: bool = False):
     return ocp.CheckpointManager(path, options=options, item_handlers=handlers)
 
 
-def _key_name(key) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def flat_paths(tree) -> dict[str, Any]:
     """``{"a/0/b": leaf}`` for a pytree (the same names for an ``nnx.State`` and for the
     nested dicts orbax's metadata gives back)."""
-    return {"/".join(_key_name(k) for k in path): leaf
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-# ----------------------------------------------------------------------------- save
+def _brief(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err)[:300]}"
 
 
 def _json_ready(value, name: str):
@@ -163,37 +138,27 @@ def _json_ready(value, name: str):
 
 
 def _members(model, config) -> int | None:
-    """The ensemble size of ``model`` (``None`` for one model), checking that ``config``
-    rebuilds its structure."""
+    """The ensemble size of ``model`` (``None`` for one model); ``config`` must rebuild it."""
     graphdef, state = nnx.split(model)
     abstract_def, abstract = _abstract({"model": config, "members": None})
-    shapes = [np.shape(x) for x in jax.tree.leaves(state)]
-    want = [x.shape for x in jax.tree.leaves(abstract)]
-    leading = {s[0] for s in shapes if s}
-    if shapes == want and graphdef == abstract_def:
+    shapes, want = ([np.shape(x) for x in jax.tree.leaves(t)] for t in (state, abstract))
+    if graphdef == abstract_def and shapes == want:
         return None
-    if (len(leading) == 1 and [s[1:] for s in shapes] == want and graphdef == abstract_def):
-        return leading.pop()
+    if graphdef == abstract_def and len({s[:1] for s in shapes}) == 1 and [
+            s[1:] for s in shapes] == want:
+        return shapes[0][0]
     raise TypeError(f"cannot save this {type(model).__name__}: its config does not describe its "
                     "arrays (was it changed outside kanjax's methods?)")
-
-
-def history_from_dict(d) -> History:
-    """A ``kanjax.History`` from its ``to_dict`` form."""
-    return History.from_dict(d)
 
 
 def save(path: str | os.PathLike, model: nnx.Module, *, history=None,
          optimizer_state=None, metadata: Mapping[str, Any] | None = None,
          overwrite: bool = True) -> str:
-    """Write ``model`` (a ``KAN`` or ``MLP``, an ensemble of them, pruned, refined or with
-    symbolic edges), optionally its ``History``, optimizer state (any pytree of arrays) and
-    a JSON-serialisable ``metadata`` dict, to the directory ``path``.
-
-    An existing checkpoint at ``path`` is replaced (``overwrite=False`` refuses); it stays
-    loadable until the new one is complete. Anything else at ``path`` is refused. Returns
-    the absolute path.
-    """
+    """Write ``model`` (a ``KAN`` or ``MLP`` or an ensemble of them, pruned, refined or
+    symbolic), optionally its ``History``, optimizer state (any pytree of arrays) and a JSON
+    ``metadata`` dict, to the directory ``path``; returns its absolute path. A checkpoint
+    there is replaced (``overwrite=False`` refuses) and stays loadable until the new one is
+    complete; anything else there is refused."""
     path = absolute_path(path)
     config = nn_lib.model_config(model)
     if history is not None and not isinstance(history, History):
@@ -211,7 +176,6 @@ def write(path: str, json_items: Mapping[str, Any], arrays: Mapping[str, Any]) -
     are left out) and their digest. Once it is complete, older steps and whatever
     interrupted saves left behind are removed. Saves to one path are serialised by a file
     lock. Returns the step."""
-    ocp = _orbax()
     arrays = {k: v for k, v in arrays.items() if v is not None}
     digest = {"format_version": FORMAT_VERSION,
               "json": {k: _json_digest(v) for k, v in json_items.items()},
@@ -226,8 +190,7 @@ def write(path: str, json_items: Mapping[str, Any], arrays: Mapping[str, Any]) -
                 step = (mngr.latest_step() or 0) + 1
                 mngr.save(step, args=ocp.args.Composite(**args), force=True)
         except Exception as err:
-            raise CheckpointError(f"checkpoint {path}: could not save ({type(err).__name__}: "
-                                  f"{str(err)[:300]})") from err
+            raise CheckpointError(f"checkpoint {path}: could not save ({_brief(err)})") from err
         _remove_stale(path, step)
     return step
 
@@ -241,28 +204,22 @@ def _remove_stale(path: str, step: int) -> None:
 
 @contextlib.contextmanager
 def _locked(path: str, *, shared: bool):
-    """Hold ``path``'s lock: exclusive to write, shared to read. Where no lock can be had
-    (no ``fcntl``, or a read-only directory when reading) this holds nothing."""
+    """Hold ``path``'s lock: exclusive to write, shared to read. Readers never create the
+    lock file; where there is none (or no ``fcntl``) they read without it."""
+    lock = os.path.join(path, LOCK_NAME)
     try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    try:
-        fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDONLY) if shared else os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         if not shared:
             raise
-        yield
-        return
+        fd = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
-
-
-# ----------------------------------------------------------------------------- load
+        if fd is not None:
+            os.close(fd)
 
 
 def _abstract(config):
@@ -273,6 +230,8 @@ def _abstract(config):
                                                                 rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
     members = config["members"]
+    if members is not None and members < 1:
+        raise schema.ConfigError(f"config.members must be >= 1 or null, got {members}")
     if members is not None:
         state = jax.tree.map(lambda s: jax.ShapeDtypeStruct((members, *s.shape), s.dtype), state)
     return graphdef, state
@@ -284,26 +243,22 @@ class Reader:
 
     def __init__(self, path: str):
         self.path = path
-        if not os.path.isdir(path):
-            raise self.error("does not exist" if not os.path.lexists(path) else "is not a directory")
         if os.path.isfile(os.path.join(path, "metadata.json")):
             raise self.error(
-                "is a format-1 kanjax checkpoint; this kanjax reads format 2. Load it with "
-                "kanjax 0.1.0 and save it again, or run `kanjax convert-checkpoint "
-                f"{path} NEW_PATH`")
+                "is a format-1 kanjax checkpoint, which this kanjax no longer reads; convert "
+                f"it with `kanjax convert-checkpoint {path} NEW_PATH` "
+                "(kanjax.convert.convert_checkpoint)")
         self.manager = _manager(path)
         self.step = self.manager.latest_step()
         if self.step is None:
             raise self.error("holds no complete checkpoint")
-        ocp = _orbax()
         names = ("digest", *_JSON_ITEMS)
         try:
             found = self.manager.restore(self.step, args=ocp.args.Composite(
                 **{k: ocp.args.JsonRestore() for k in names}))
             self.items = {k: found[k] for k in names}
         except Exception as err:  # noqa: BLE001 - orbax and json raise many types
-            raise self.error(f"step {self.step} is unreadable ({type(err).__name__}: "
-                             f"{str(err)[:200]})") from None
+            raise self.error(f"step {self.step} is unreadable ({_brief(err)})") from None
         self.digest = self.items.pop("digest")
         if not isinstance(self.digest, dict) or self.digest.get("format_version") != FORMAT_VERSION:
             raise self.error(f"not a format-{FORMAT_VERSION} kanjax checkpoint")
@@ -316,7 +271,6 @@ class Reader:
 
     def restore(self, name: str, abstract):
         """Item ``name`` restored against ``abstract`` and checked against the digest."""
-        ocp = _orbax()
         want = self.digest.get("arrays", {}).get(name)
         if want is None:
             raise self.error(f"holds no {name} arrays")
@@ -326,8 +280,7 @@ class Reader:
             tree = self.manager.restore(self.step, args=ocp.args.Composite(
                 **{name: ocp.args.StandardRestore(target)}))[name]
         except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many types
-            raise self.error(f"the {name} arrays could not be read ({type(err).__name__}: "
-                             f"{str(err)[:200]})") from None
+            raise self.error(f"the {name} arrays could not be read ({_brief(err)})") from None
         got = array_digests(tree)
         bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
         if bad:
@@ -337,24 +290,23 @@ class Reader:
     def _check_shapes(self, name: str, target) -> None:
         """Stored array shapes and dtypes against ``target``'s, before reading any array."""
         try:
-            stored = flat_paths(self.manager.item_metadata(self.step)[name].tree)
-            stored = {k: (tuple(m.shape), np.dtype(m.dtype).name) for k, m in stored.items()}
+            stored = {k: (tuple(m.shape), np.dtype(m.dtype).name) for k, m in
+                      flat_paths(self.manager.item_metadata(self.step)[name].tree).items()}
         except Exception as err:  # noqa: BLE001 - orbax raises many types on damaged metadata
-            raise self.error(f"the {name} metadata is unreadable ({type(err).__name__})") from None
-        wanted = {k: (tuple(s.shape), np.dtype(s.dtype).name) for k, s in
-                  flat_paths(target).items()}
-        if set(stored) != set(wanted):
-            extra, lacking = sorted(set(stored) - set(wanted)), sorted(set(wanted) - set(stored))
-            raise self.error(f"its {name} arrays do not match the structure they are restored "
-                             f"into (unexpected {extra[:5]}, missing {lacking[:5]})")
-        for key, want in wanted.items():
-            if stored[key] != want:
-                raise self.error(f"array {name}/{key} has (shape, dtype) {stored[key]}, but "
-                                 f"{want} is needed{_x64_hint(stored[key][1], want[1])}")
+            raise self.error(f"the {name} metadata is unreadable ({_brief(err)})") from None
+        wanted = {k: (tuple(t.shape), np.dtype(t.dtype).name) for k, t in flat_paths(target).items()}
+        for key in sorted(set(stored) | set(wanted)):
+            got, want = stored.get(key, "missing"), wanted.get(key, "unexpected")
+            if got != want:
+                hint = _x64_hint(got[1], want[1]) if "missing" not in (got, want) else ""
+                raise self.error(f"array {name}/{key} (shape, dtype) is {got} in the file but "
+                                 f"{want} in the model its config describes{hint}")
 
     def model(self):
         try:
-            graphdef, abstract = _abstract(_check_config(self.items["config"]))
+            config = schema.check(self.items["config"], {"model": "dict", "members": "int?"},
+                                  "config")
+            graphdef, abstract = _abstract(config)
         except ValueError as err:
             raise self.error(f"invalid config: {err}") from None
         return nnx.merge(graphdef, self.restore("state", abstract))
@@ -367,10 +319,6 @@ def _x64_hint(stored: str, wanted: str) -> str:
     return ""
 
 
-def _check_config(config):
-    return schema.check(config, {"model": "dict", "members": "int?"}, "config")
-
-
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The verified ``config`` item of the checkpoint at ``path``: ``{"model": ..., "members":
     ...}`` (``members``: ensemble size or ``None``)."""
@@ -380,19 +328,13 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 def load(path: str | os.PathLike, *, optimizer=None, optimizer_state_like=None,
          with_extras: bool = False):
-    """Load a checkpoint written by :func:`save`.
+    """The model saved at ``path``, or with ``with_extras`` a :class:`Checkpoint`.
 
-    Args:
-      path: the checkpoint directory.
-      optimizer: the optax ``GradientTransformation`` whose state was saved; the state is
-        restored against ``optimizer.init(nnx.state(model, nnx.Param))`` (shapes only).
-      optimizer_state_like: instead of ``optimizer``, any pytree with the saved state's
-        structure, shapes and dtypes (e.g. a freshly initialised state).
-      with_extras: return a :class:`Checkpoint` instead of the model alone.
-
-    Raises:
-      CheckpointError: the checkpoint is missing, damaged, of another format, or does not
-        match the optimizer given.
+    The optimizer state is restored only against a structure the caller gives:
+    ``optimizer`` (the optax transform whose state was saved; its ``init`` of the model's
+    ``nnx.Param`` state, shapes only) or ``optimizer_state_like`` (any pytree with the saved
+    structure, shapes and dtypes). Raises :class:`CheckpointError` for a missing, damaged or
+    foreign checkpoint, or one that does not match the optimizer given.
     """
     if optimizer is not None and optimizer_state_like is not None:
         raise ValueError("pass optimizer or optimizer_state_like, not both")
@@ -406,7 +348,7 @@ def load(path: str | os.PathLike, *, optimizer=None, optimizer_state_like=None,
                else step.restore("optimizer", optimizer_state_like))
         history = step.items["history"]
         try:
-            history = None if history is None else history_from_dict(history)
+            history = None if history is None else History.from_dict(history)
         except (TypeError, ValueError, KeyError) as err:
             raise step.error(f"invalid history: {err}") from None
         return Checkpoint(model, history, opt, dict(step.items["metadata"] or {}))

@@ -20,6 +20,7 @@ from flax import nnx
 from kanjax import checkpoint as checkpoint_lib
 from kanjax import nn as nn_lib
 from kanjax import schema
+from kanjax.history import History
 from kanjax.train_config import check_int
 
 __all__ = ["TrainingCheckpoints", "training_checkpoints"]
@@ -101,7 +102,7 @@ class TrainingCheckpoints:
             raise reader.error("was not written by kanjax.train (no training state)")
         try:
             train = schema.check(train, _TRAIN_SCHEMA, "train")
-            history = checkpoint_lib.history_from_dict(history)
+            history = History.from_dict(history)
         except (TypeError, ValueError, KeyError) as err:
             raise reader.error(f"invalid training state: {err}") from None
         saved = train["options"]
