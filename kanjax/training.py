@@ -128,11 +128,11 @@ def train(
       l1, entropy: strengths of the KAN paper's sparsity penalty on the edge activations
         (``KAN.forward_with_penalty``), added to the training loss of every minibatch;
         ``train_loss`` in the history includes it. Only for ``kanjax.KAN`` models.
-      checkpoint_dir: directory for a checkpoint of the run (:func:`kanjax.save` format, in
-        ``checkpoint_dir/latest``): the model, the optimizer state, the history, the number
-        of completed epochs, the shuffling key and the options above. Written between
-        compiled epochs only, atomically (an interrupted write keeps the previous one).
-        Only for ``kanjax.KAN`` and ``kanjax.MLP`` models.
+      checkpoint_dir: directory for the run's checkpoint (:func:`kanjax.save` format, one
+        orbax ``CheckpointManager`` step, readable with :func:`kanjax.load`): the model,
+        the optimizer state, the history, the number of completed epochs, the shuffling
+        key and the options above. Written between compiled epochs only; an interrupted
+        write keeps the previous step. Only for ``kanjax.KAN`` and ``kanjax.MLP`` models.
       checkpoint_every: write the checkpoint every this many epochs; it is also written
         after the last epoch. ``0``: only after the last epoch.
       resume: continue from the checkpoint in ``checkpoint_dir`` if there is one (else
@@ -140,7 +140,9 @@ def train(
         (build it as for the first run) and the other arguments must be those of the
         checkpointed run; the data order of an epoch depends only on ``(seed, epoch)`` and
         the schedule on the global step, so the result equals an uninterrupted run's
-        (bitwise on CPU). ``history.wall_time`` continues from the checkpointed one.
+        (bitwise on CPU). ``history.wall_time`` continues from the checkpointed one. A
+        finished run may be continued with a larger ``epochs`` (and no explicit
+        ``grid_update_until``): the schedule is then the longer run's from the step reached.
       mesh: data parallelism with JAX's own sharding. ``"auto"`` (default): when more than
         one device is visible, a 1-D ``jax.sharding.Mesh`` over all of them; ``None``: one
         device; or your own ``Mesh`` (its first axis splits the batch). Parameters,
