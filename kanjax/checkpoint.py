@@ -70,13 +70,9 @@ def _json_digest(obj) -> str:
 
 def array_digests(tree) -> dict[str, str]:
     """``{path: sha256 of dtype, shape and bytes}`` for every array of ``tree``."""
-    out = {}
-    for path, leaf in flat_paths(jax.device_get(tree)).items():
-        a = np.ascontiguousarray(leaf)
-        h = hashlib.sha256(f"{a.dtype.name}{a.shape}".encode())
-        h.update(a.tobytes())
-        out[path] = h.hexdigest()
-    return out
+    arrays = {k: np.ascontiguousarray(v) for k, v in flat_paths(jax.device_get(tree)).items()}
+    return {k: hashlib.sha256(f"{a.dtype.name}{a.shape}".encode() + a.tobytes()).hexdigest()
+            for k, a in arrays.items()}
 
 
 def absolute_path(path) -> str:
@@ -126,10 +122,6 @@ def flat_paths(tree) -> dict[str, Any]:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _brief(err: Exception) -> str:
-    return f"{type(err).__name__}: {str(err)[:300]}"
-
-
 def _json_ready(value, name: str):
     try:
         return json.loads(json.dumps(value, allow_nan=True))
@@ -172,10 +164,9 @@ def save(path: str | os.PathLike, model: nnx.Module, *, history=None,
 
 
 def write(path: str, json_items: Mapping[str, Any], arrays: Mapping[str, Any]) -> int:
-    """A new checkpoint step at ``path``: the JSON items, the array pytrees (``None`` ones
-    are left out) and their digest. Once it is complete, older steps and whatever
-    interrupted saves left behind are removed. Saves to one path are serialised by a file
-    lock. Returns the step."""
+    """A new step at ``path`` with the JSON items, the array pytrees (``None`` ones left out)
+    and their digest, under ``path``'s lock; then older steps and whatever interrupted saves
+    left are removed. Returns the step."""
     arrays = {k: v for k, v in arrays.items() if v is not None}
     digest = {"format_version": FORMAT_VERSION,
               "json": {k: _json_digest(v) for k, v in json_items.items()},
@@ -190,7 +181,7 @@ def write(path: str, json_items: Mapping[str, Any], arrays: Mapping[str, Any]) -
                 step = (mngr.latest_step() or 0) + 1
                 mngr.save(step, args=ocp.args.Composite(**args), force=True)
         except Exception as err:
-            raise CheckpointError(f"checkpoint {path}: could not save ({_brief(err)})") from err
+            raise CheckpointError(f"checkpoint {path}: could not save ({err!r:.300})") from err
         _remove_stale(path, step)
     return step
 
@@ -238,18 +229,12 @@ def _abstract(config):
 
 
 class Reader:
-    """The newest step of the checkpoint at ``path``: its JSON items, verified against the
-    digest on construction, and :meth:`restore` for its arrays."""
+    """The newest step of ``manager``'s checkpoint at ``path``: its JSON items, verified
+    against the digest on construction, and :meth:`restore` for its arrays."""
 
-    def __init__(self, path: str):
-        self.path = path
-        if os.path.isfile(os.path.join(path, "metadata.json")):
-            raise self.error(
-                "is a format-1 kanjax checkpoint, which this kanjax no longer reads; convert "
-                f"it with `kanjax convert-checkpoint {path} NEW_PATH` "
-                "(kanjax.convert.convert_checkpoint)")
-        self.manager = _manager(path)
-        self.step = self.manager.latest_step()
+    def __init__(self, path: str, manager):
+        self.path, self.manager = path, manager
+        self.step = manager.latest_step()
         if self.step is None:
             raise self.error("holds no complete checkpoint")
         names = ("digest", *_JSON_ITEMS)
@@ -258,7 +243,7 @@ class Reader:
                 **{k: ocp.args.JsonRestore() for k in names}))
             self.items = {k: found[k] for k in names}
         except Exception as err:  # noqa: BLE001 - orbax and json raise many types
-            raise self.error(f"step {self.step} is unreadable ({_brief(err)})") from None
+            raise self.error(f"step {self.step} is unreadable ({err!r:.300})") from None
         self.digest = self.items.pop("digest")
         if not isinstance(self.digest, dict) or self.digest.get("format_version") != FORMAT_VERSION:
             raise self.error(f"not a format-{FORMAT_VERSION} kanjax checkpoint")
@@ -280,7 +265,7 @@ class Reader:
             tree = self.manager.restore(self.step, args=ocp.args.Composite(
                 **{name: ocp.args.StandardRestore(target)}))[name]
         except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many types
-            raise self.error(f"the {name} arrays could not be read ({_brief(err)})") from None
+            raise self.error(f"the {name} arrays could not be read ({err!r:.300})") from None
         got = array_digests(tree)
         bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
         if bad:
@@ -293,12 +278,13 @@ class Reader:
             stored = {k: (tuple(m.shape), np.dtype(m.dtype).name) for k, m in
                       flat_paths(self.manager.item_metadata(self.step)[name].tree).items()}
         except Exception as err:  # noqa: BLE001 - orbax raises many types on damaged metadata
-            raise self.error(f"the {name} metadata is unreadable ({_brief(err)})") from None
+            raise self.error(f"the {name} metadata is unreadable ({err!r:.300})") from None
         wanted = {k: (tuple(t.shape), np.dtype(t.dtype).name) for k, t in flat_paths(target).items()}
         for key in sorted(set(stored) | set(wanted)):
             got, want = stored.get(key, "missing"), wanted.get(key, "unexpected")
             if got != want:
-                hint = _x64_hint(got[1], want[1]) if "missing" not in (got, want) else ""
+                hint = ("; to load float64 arrays, first jax.config.update('jax_enable_x64', "
+                        "True)") if got[1:] == ("float64",) and not jax.config.jax_enable_x64 else ""
                 raise self.error(f"array {name}/{key} (shape, dtype) is {got} in the file but "
                                  f"{want} in the model its config describes{hint}")
 
@@ -312,16 +298,8 @@ class Reader:
         return nnx.merge(graphdef, self.restore("state", abstract))
 
 
-def _x64_hint(stored: str, wanted: str) -> str:
-    if stored == "float64" and wanted != stored and not jax.config.jax_enable_x64:
-        return ("; it holds float64 arrays: enable them before loading with "
-                "jax.config.update('jax_enable_x64', True)")
-    return ""
-
-
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The verified ``config`` item of the checkpoint at ``path``: ``{"model": ..., "members":
-    ...}`` (``members``: ensemble size or ``None``)."""
+    """The checkpoint's verified ``{"model": model_config, "members": ensemble size | None}``."""
     with reading(path) as reader:
         return reader.items["config"]
 
@@ -362,5 +340,9 @@ def reading(path):
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path}: "
                               + ("does not exist" if not os.path.lexists(path) else "is not a directory"))
-    with _locked(path, shared=True):
-        yield Reader(path)
+    if os.path.isfile(os.path.join(path, "metadata.json")):
+        raise CheckpointError(
+            f"checkpoint {path} is a format-1 kanjax checkpoint, which this kanjax no longer "
+            f"reads; convert it with `kanjax convert-checkpoint {path} NEW_PATH`")
+    with _locked(path, shared=True), _manager(path) as manager:
+        yield Reader(path, manager)

@@ -18,7 +18,7 @@ from kanjax import lm
 ROOT = pathlib.Path(kanjax.__file__).parent
 TRAINING_MODULES = ["training", "train_config", "train_data", "objective", "optimizers", "epoch",
                     "driver", "hooks", "fit", "ensemble", "schedule", "mesh", "history",
-                    "compiling", "lm", "losses"]
+                    "compiling", "lm", "losses", "checkpoint", "resume", "convert", "schema"]
 
 
 def _poisson_objective(model, batch):
