@@ -109,8 +109,9 @@ def _numbers(value) -> bool:
 
 
 def _check_fields(d) -> None:
-    if not isinstance(d, dict):
-        raise ValueError(f"a history must be a dict of its fields, got {type(d).__name__}")
+    if not isinstance(d, dict):  # a malformed file, like the checks below: ValueError
+        raise ValueError(f"a history must be a dict of its fields, got "  # noqa: TRY004
+                         f"{type(d).__name__}")
     unknown = sorted(str(k) for k in d if k not in _FIELD_KINDS)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; a history has "

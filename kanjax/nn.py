@@ -266,8 +266,8 @@ class KANLayer(nnx.Module):
         self.out_features = _check_positive_int("out_features", out_features)
         if not isinstance(basis, str) or basis not in _BASES:
             raise ValueError(f"basis must be one of {_BASES}, got {basis!r}")
-        _check_basis_options(basis, dict(degree=degree, squash=squash, grid_size=grid_size,
-                                         order=order, grid_range=grid_range, grid=grid))
+        _check_basis_options(basis, {"degree": degree, "squash": squash, "grid_size": grid_size,
+                                     "order": order, "grid_range": grid_range, "grid": grid})
         degree, squash, grid_size, order, grid_range = (
             _value(v) for v in (degree, squash, grid_size, order, grid_range))
         _check_layer_settings(use_bias, base_init, spline_init, coef_init, dtype, param_dtype,
