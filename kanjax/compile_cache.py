@@ -172,6 +172,9 @@ def _check_arguments(directory, min_compile_time_secs) -> None:
     if directory is not None and not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a path (str or os.PathLike) or None, got "
                         f"{directory!r}; pass e.g. '~/.cache/kanjax/xla'")
+    if directory is not None and not os.fspath(directory):
+        raise ValueError("directory is empty (''); pass a directory, e.g. '~/.cache/kanjax/xla', "
+                         "or None for the default")
     if min_compile_time_secs is None:
         return
     if (isinstance(min_compile_time_secs, bool)

@@ -57,6 +57,11 @@ class History:
     def save(self, path: str | os.PathLike) -> None:
         """Write the history as JSON (atomically: a temporary file, then a rename)."""
         path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(folder):
+            raise FileNotFoundError(f"History.save: {path!r} " + (
+                "is a folder; give a file name, e.g. history.json" if os.path.isdir(path)
+                else f"is in a folder that does not exist ({folder!r}); create it first"))
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=1, allow_nan=True)

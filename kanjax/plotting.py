@@ -46,6 +46,36 @@ def _figure(figsize=(6.0, 4.0)):
     return fig, fig.add_subplot()
 
 
+def _check_path(path) -> str | None:
+    """``path`` as a string, checked before anything is drawn: a file name with a format
+    matplotlib writes, in a folder that exists; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name (str or os.PathLike) or None, got "
+                        f"{type(path).__name__} {path!r}")
+    path = os.fspath(path)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise ValueError(f"path {path!r}: the extension gives the format; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}, e.g. 'plot.png'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {path!r}: " + (
+            "is a folder; give a file name in it" if os.path.isdir(path) else
+            f"the folder {folder!r} does not exist; create it first"))
+    return path
+
+
+def _check_history(what: str, history) -> None:
+    if not isinstance(history, History):
+        raise TypeError(f"{what} needs a kanjax.History (the second value kanjax.train "
+                        f"returns, or kanjax.History.load(file)), got {type(history).__name__}")
+
+
 def _finish(fig, path):
     if path is not None:
         path = os.fspath(path)
@@ -57,6 +87,8 @@ def _finish(fig, path):
 
 def plot_loss(history: History, path: str | os.PathLike | None = None, *, title: str | None = None):
     """Train (and validation) loss per epoch on a log scale; saved to ``path`` if given."""
+    _check_history("plot_loss", history)
+    _check_path(path)
     fig, ax = _figure()
     epochs = range(1, history.epochs + 1)
     ax.semilogy(epochs, history.train_loss, label="train")
@@ -74,6 +106,8 @@ def plot_grad_norms(
     history: History, path: str | os.PathLike | None = None, *, title: str | None = None
 ):
     """Per-layer gradient L2 norm per epoch (mean over the epoch's steps), log scale."""
+    _check_history("plot_grad_norms", history)
+    _check_path(path)
     fig, ax = _figure()
     for name, values in history.grad_norm.items():
         ax.semilogy(range(1, len(values) + 1), values, label=name)
@@ -154,6 +188,7 @@ def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 20
     n_in, n_out = layer.in_features, layer.out_features
     _check_layer_samples(layer, x)
     num = _check_count("num", num, 2)
+    _check_path(path)
     names = ([f"x{p}" for p in range(n_in)] if input_names is None
              else _check_names("input_names", input_names, n_in, "x"))
     grid = np.linspace(x.min(axis=0), x.max(axis=0), num)  # (num, n_in)
@@ -291,6 +326,7 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
     out_vars = _check_names("out_vars", out_vars, widths[-1], "y")
     scale, beta = _check_positive("scale", scale), _check_positive("beta", beta)
     max_points = _check_count("max_points", max_points, 2)
+    _check_path(path)
 
     # --- numbers: one compiled program (per model structure) for all layers
     ranks = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], max_points)).round())

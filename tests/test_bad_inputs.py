@@ -66,6 +66,7 @@ def _context():
     c.history = kanjax.History(train_loss=[1.0, 0.5], config={"epochs": 2})
     c.tmp = pathlib.Path(tempfile.mkdtemp(prefix="kanjax-bad-inputs-"))
     (c.tmp / "a_file").write_text("keep")
+    (c.tmp / "folder.png").mkdir()
     return c
 
 
@@ -497,6 +498,28 @@ plot_row("layer-input-names-count",
          lambda c: kanjax.plot_layer(c.kan.layers[0], c.x, input_names=["a", "b", "c"]),
          ValueError, "input_names must have 2 entries")
 
+plot_row("loss-not-history", lambda c: kanjax.plot_loss({"train_loss": [1.0]}), TypeError,
+         "plot_loss needs a kanjax.History", None)
+plot_row("grad-norms-not-history", lambda c: kanjax.plot_grad_norms([1.0]), TypeError,
+         "plot_grad_norms needs a kanjax.History", None)
+plot_row("loss-path-missing-folder",
+         lambda c: kanjax.plot_loss(c.history, c.tmp / "no-folder" / "loss.png"),
+         FileNotFoundError, "no-folder' does not exist; create it first", None)
+plot_row("loss-path-unknown-format", lambda c: kanjax.plot_loss(c.history, c.tmp / "loss.xyz"),
+         ValueError, "the extension gives the format", None)
+plot_row("loss-path-no-extension", lambda c: kanjax.plot_loss(c.history, c.tmp / "loss"),
+         ValueError, "e.g. 'plot.png'", None)
+plot_row("loss-path-is-a-folder", lambda c: kanjax.plot_loss(c.history, c.tmp / "folder.png"),
+         FileNotFoundError, "is a folder", None)
+plot_row("loss-path-int", lambda c: kanjax.plot_loss(c.history, 3), TypeError,
+         "path must be a file name", None)
+plot_row("network-path-missing-folder",
+         lambda c: kanjax.plot(c.kan, c.x, path=c.tmp / "no-folder" / "net.png"),
+         FileNotFoundError, "does not exist")
+plot_row("layer-path-unknown-format",
+         lambda c: kanjax.plot_layer(c.kan.layers[0], c.x, c.tmp / "layer.docx"), ValueError,
+         "the extension gives the format")
+
 # ------------------------------------------------------------------ command line
 
 for argv, fragment in [
@@ -552,6 +575,11 @@ row("history-load-unknown-field", lambda c: kanjax.History.load(
     "unknown field(s) 'loss'")
 row("history-load-missing-file", lambda c: kanjax.History.load(c.tmp / "absent.json"),
     FileNotFoundError, "absent.json")
+row("history-save-missing-folder",
+    lambda c: c.history.save(c.tmp / "no-folder" / "history.json"), FileNotFoundError,
+    "is in a folder that does not exist")
+row("history-save-to-folder", lambda c: c.history.save(c.tmp), FileNotFoundError,
+    "is a folder; give a file name")
 row("history-from-dict-str", lambda c: kanjax.History.from_dict("train_loss"), ValueError,
     "a history must be a dict")
 row("load-missing-checkpoint", lambda c: kanjax.load(c.tmp / "no-such-checkpoint"), Exception,
@@ -561,6 +589,8 @@ row("save-bad-history", lambda c: kanjax.save(c.tmp / "ckpt2", c.kan, history={"
     TypeError, "history must be a kanjax.History", "kan")
 row("compile-cache-threshold", lambda c: compile_cache.enable(c.tmp / "never", min_compile_time_secs=-1),
     ValueError, "min_compile_time_secs must be a number of seconds >= 0")
+row("compile-cache-empty-directory", lambda c: compile_cache.enable(""), ValueError,
+    "directory is empty")
 row("compile-cache-directory", lambda c: compile_cache.enable(3), TypeError,
     "directory must be a path")
 row("package-unknown-name", lambda c: kanjax.KAN_layer, AttributeError,
