@@ -85,28 +85,6 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-def _check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
-    knots = np.asarray(grid, dtype=np.float64)
-    if knots.ndim == 1:
-        knots = np.broadcast_to(knots, (n_in, knots.shape[0]))
-    if knots.ndim != 2 or knots.shape[0] != n_in:
-        raise ValueError(
-            f"grid must have shape (n_knots,) or ({n_in}, n_knots), got {np.shape(grid)}"
-        )
-    if not np.all(np.isfinite(knots)):
-        raise ValueError("grid contains non-finite knots (nan or inf)")
-    if np.any(np.diff(knots, axis=-1) < 0):
-        raise ValueError("grid knots must be sorted in non-decreasing order along the last axis")
-    if knots.shape[-1] < 2 * order + 2:
-        raise ValueError(
-            f"an order-{order} grid needs at least {2 * order + 2} knots (one interval plus "
-            f"{order} extension knots per side), got {knots.shape[-1]}"
-        )
-    steps = np.diff(knots, axis=-1)
-    uniform = bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-6, atol=0.0))
-    return jnp.asarray(knots, dtype=dtype), uniform
-
-
 class _Default:
     """A constructor default that tells "not given" apart from "given" (and reads as the value)."""
 
@@ -210,6 +188,28 @@ def _check_rngs(rngs) -> None:
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__} {rngs!r}; pass "
                         "e.g. rngs=nnx.Rngs(0)")
+
+
+def _check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
+    knots = np.asarray(grid, dtype=np.float64)
+    if knots.ndim == 1:
+        knots = np.broadcast_to(knots, (n_in, knots.shape[0]))
+    if knots.ndim != 2 or knots.shape[0] != n_in:
+        raise ValueError(
+            f"grid must have shape (n_knots,) or ({n_in}, n_knots), got {np.shape(grid)}"
+        )
+    if not np.all(np.isfinite(knots)):
+        raise ValueError("grid contains non-finite knots (nan or inf)")
+    if np.any(np.diff(knots, axis=-1) < 0):
+        raise ValueError("grid knots must be sorted in non-decreasing order along the last axis")
+    if knots.shape[-1] < 2 * order + 2:
+        raise ValueError(
+            f"an order-{order} grid needs at least {2 * order + 2} knots (one interval plus "
+            f"{order} extension knots per side), got {knots.shape[-1]}"
+        )
+    steps = np.diff(knots, axis=-1)
+    uniform = bool(np.all(steps > 0) and np.allclose(steps, steps[:, :1], rtol=1e-6, atol=0.0))
+    return jnp.asarray(knots, dtype=dtype), uniform
 
 
 class KANLayer(nnx.Module):
