@@ -25,7 +25,9 @@ once): every public name resolves on first access, through a fixed name -> submo
 (PEP 562 ``__getattr__``), and ``from kanjax import KAN`` works as usual.
 """
 
+import functools
 import importlib
+import pkgutil
 import sys
 
 __version__ = "0.1.0"
@@ -74,17 +76,17 @@ _EXPORTS = {
     "edge_activations": ("layer", "edge_activations"),
 }
 
-# Submodules reachable as attributes (``kanjax.nn``) without importing them first.
-_SUBMODULES = frozenset({
-    "basis", "checkpoint", "compile_cache", "compiling", "demo", "driver", "ensemble", "epoch",
-    "fit", "formula", "functions", "grids", "history", "hooks", "hostnet", "interop", "layer",
-    "lm", "losses", "mesh", "nn", "objective", "optimizers", "plotting", "pruning", "schedule",
-    "snapping", "symbolic", "train_config", "train_data", "training",
-})
-
 # Submodules that load no JAX and compile nothing: importing them leaves the compilation
 # cache alone (the command line, and the cache's own controls).
 _LIGHT = frozenset({"cli", "__main__", "compile_cache", "history"})
+
+
+@functools.cache
+def _submodules() -> frozenset[str]:
+    """The package's public modules (``kanjax.nn``, ...), reachable as attributes without an
+    import of their own: the module files next to this one, found without importing any."""
+    return frozenset(m.name for m in pkgutil.iter_modules(__path__)
+                     if not m.name.startswith("_"))
 
 
 def _enable_compile_cache() -> None:
@@ -118,7 +120,7 @@ class _CacheBeforeSubmodules:
 def __getattr__(name: str):
     if name in _EXPORTS:
         module_name, attribute = _EXPORTS[name]
-    elif name in _SUBMODULES:
+    elif name in _submodules():
         module_name, attribute = name, None
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -131,7 +133,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+    return sorted(set(globals()) | set(__all__) | _submodules())
 
 
 if not any(getattr(f, "kanjax_compile_cache_hook", False) for f in sys.meta_path):
