@@ -19,35 +19,129 @@ Layout, from the bottom up:
   per-user directory (``KANJAX_COMPILATION_CACHE=0`` turns it off);
 * :mod:`kanjax.plotting` - network plot (``kanjax.plot``), edge-function, loss and
   gradient-norm plots (matplotlib, imported lazily).
+
+``import kanjax`` itself loads no JAX, Flax, Optax or Orbax (so ``kanjax --help`` answers at
+once): every public name resolves on first access, through a fixed name -> submodule table
+(PEP 562 ``__getattr__``), and ``from kanjax import KAN`` works as usual.
 """
 
-from kanjax import basis, compile_cache, functions, grids, interop, layer, losses, symbolic
-from kanjax.basis import bspline_basis, power_basis, uniform_grid
-from kanjax.layer import edge_activations, kan_layer
-from kanjax.nn import KAN, MLP, EdgeMask, KANLayer, SplineGrid, SymbolicIndex, SymbolicMask
-from kanjax.pruning import attribution, edge_importance, node_importance, prune
-from kanjax.plotting import plot_grad_norms, plot_layer, plot_loss, plot_network
-from kanjax.plotting import plot_network as plot
-from kanjax.symbolic import auto_symbolic, fix_symbolic, suggest_symbolic, symbolic_formula
-from kanjax.symbolic import layered_formula, refine_constants
-from kanjax.training import (
-    History,
-    TrainConfig,
-    TrainingDiverged,
-    ensemble_member,
-    evaluate,
-    make_ensemble,
-    train,
-    train_ensemble,
-)
-from kanjax.checkpoint import CheckpointError, load, save
-from kanjax._xla import cpu_compile_options
+import functools
+import importlib
+import pkgutil
+import sys
 
 __version__ = "0.1.0"
 
-# JAX's persistent compilation cache in a per-user directory (kanjax.compile_cache), set
-# before the first compilation of the process, when JAX reads it.
-compile_cache.enable_default()
+# Public name -> (submodule, attribute in it); attribute None: the submodule itself.
+_EXPORTS = {
+    "KAN": ("nn", "KAN"),
+    "KANLayer": ("nn", "KANLayer"),
+    "MLP": ("nn", "MLP"),
+    "SplineGrid": ("nn", "SplineGrid"),
+    "EdgeMask": ("nn", "EdgeMask"),
+    "SymbolicMask": ("nn", "SymbolicMask"),
+    "SymbolicIndex": ("nn", "SymbolicIndex"),
+    "layer_inputs": ("pruning", "layer_inputs"),
+    "edge_importance": ("pruning", "edge_importance"),
+    "node_importance": ("pruning", "node_importance"),
+    "attribution": ("pruning", "attribution"),
+    "prune": ("pruning", "prune"),
+    "suggest_symbolic": ("symbolic", "suggest_symbolic"),
+    "fix_symbolic": ("symbolic", "fix_symbolic"),
+    "auto_symbolic": ("symbolic", "auto_symbolic"),
+    "symbolic_formula": ("symbolic", "symbolic_formula"),
+    "layered_formula": ("symbolic", "layered_formula"),
+    "refine_constants": ("symbolic", "refine_constants"),
+    "plot": ("plotting", "plot_network"),
+    "plot_network": ("plotting", "plot_network"),
+    "plot_layer": ("plotting", "plot_layer"),
+    "plot_loss": ("plotting", "plot_loss"),
+    "plot_grad_norms": ("plotting", "plot_grad_norms"),
+    "History": ("history", "History"),
+    "TrainConfig": ("training", "TrainConfig"),
+    "TrainingDiverged": ("history", "TrainingDiverged"),
+    "train": ("training", "train"),
+    "train_ensemble": ("training", "train_ensemble"),
+    "make_ensemble": ("training", "make_ensemble"),
+    "ensemble_member": ("training", "ensemble_member"),
+    "evaluate": ("training", "evaluate"),
+    "save": ("checkpoint", "save"),
+    "load": ("checkpoint", "load"),
+    "CheckpointError": ("checkpoint", "CheckpointError"),
+    "cpu_compile_options": ("_xla", "cpu_compile_options"),
+    "bspline_basis": ("basis", "bspline_basis"),
+    "power_basis": ("basis", "power_basis"),
+    "uniform_grid": ("basis", "uniform_grid"),
+    "kan_layer": ("layer", "kan_layer"),
+    "edge_activations": ("layer", "edge_activations"),
+}
+
+# Submodules that load no JAX and compile nothing: importing them leaves the compilation
+# cache alone (the command line, and the cache's own controls).
+_LIGHT = frozenset({"cli", "__main__", "compile_cache", "history"})
+
+
+@functools.cache
+def _submodules() -> frozenset[str]:
+    """The package's public modules (``kanjax.nn``, ...), reachable as attributes without an
+    import of their own: the module files next to this one, found without importing any."""
+    return frozenset(m.name for m in pkgutil.iter_modules(__path__)
+                     if not m.name.startswith("_"))
+
+
+def _enable_compile_cache() -> None:
+    """JAX's persistent compilation cache (:mod:`kanjax.compile_cache`), once per process.
+
+    Called before any kanjax module that uses JAX is loaded, so it is set before the first
+    compilation of a kanjax function, when JAX reads it.
+    """
+    from kanjax import compile_cache
+
+    compile_cache.enable_default_once()
+
+
+class _CacheBeforeSubmodules:
+    """Import-system finder that enables the compilation cache before a kanjax submodule loads.
+
+    ``import kanjax.nn`` (or ``from kanjax.training import train``) does not go through the
+    package's ``__getattr__``; this finder sees such imports first, enables the cache, and
+    finds nothing itself, so Python's own finders load the module as usual.
+    """
+
+    kanjax_compile_cache_hook = True
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        parts = name.split(".")
+        if len(parts) == 2 and parts[0] == __name__ and parts[1] not in _LIGHT:
+            _enable_compile_cache()
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module_name, attribute = _EXPORTS[name]
+    elif name in _submodules():
+        module_name, attribute = name, None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module_name not in _LIGHT:
+        _enable_compile_cache()
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | _submodules())
+
+
+if not any(getattr(f, "kanjax_compile_cache_hook", False) for f in sys.meta_path):
+    sys.meta_path.insert(0, _CacheBeforeSubmodules())
+# With JAX already loaded (a notebook that imported it first), enabling the cache costs
+# nothing, so it is done now and also covers the user's own jax.jit programs.
+if "jax" in sys.modules:
+    _enable_compile_cache()
 
 __all__ = [
     "KAN",
@@ -83,6 +177,7 @@ __all__ = [
     "make_ensemble",
     "ensemble_member",
     "evaluate",
+    "layer_inputs",
     "cpu_compile_options",
     "compile_cache",
     "layered_formula",

@@ -1,12 +1,16 @@
 """JAX's persistent compilation cache, switched on for kanjax users.
 
-``import kanjax`` points JAX's on-disk compilation cache at a per-user directory, so a new
-Python process (a script run again, a restarted notebook kernel, a test worker) loads the
-programs an earlier process compiled instead of compiling them again. It is done on import,
-not at the first :func:`kanjax.train`, because JAX reads these settings once, at the first
-compilation of the process; on import they also cover the user's own ``jax.jit`` programs.
+kanjax points JAX's on-disk compilation cache at a per-user directory, so a new Python
+process (a script run again, a restarted notebook kernel, a test worker) loads the programs
+an earlier process compiled instead of compiling them again. JAX reads these settings once,
+at the first compilation of the process, so kanjax sets them (:func:`enable_default_once`)
+before any of its modules that use JAX is loaded: at the first access of a name of the
+package (``kanjax.train``, ``from kanjax import KAN``) or the first import of such a module
+(``import kanjax.nn``), and already at ``import kanjax`` when JAX is loaded by then. From
+then on they also cover the user's own ``jax.jit`` programs. ``import kanjax`` alone loads no
+JAX and changes nothing.
 
-What import does, in order:
+What enabling by default does, in order:
 
 * ``KANJAX_COMPILATION_CACHE`` set to ``0``, ``off``, ``false`` or ``no``: nothing.
 * A cache directory the user already gave JAX (``jax.config.update("jax_compilation_cache_dir",
@@ -39,12 +43,8 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 import warnings
-
-import jax
-from jax.experimental.compilation_cache import (
-    compilation_cache as jax_compilation_cache,
-)
 
 __all__ = [
     "ENV_DIR",
@@ -55,6 +55,7 @@ __all__ = [
     "disable",
     "enable",
     "enable_default",
+    "enable_default_once",
 ]
 
 ENV_SWITCH = "KANJAX_COMPILATION_CACHE"
@@ -69,6 +70,19 @@ MIN_COMPILE_TIME_SECS = 0.0
 # JAX's own default for jax_persistent_cache_min_compile_time_secs; any other value was set
 # by the user and is kept.
 _JAX_DEFAULT_MIN_COMPILE_TIME_SECS = 1.0
+
+# Whether the cache was set up in this process (by default, or by enable/disable): the
+# default is applied at most once, and never over the user's own choice.
+_settled = False
+_settle_lock = threading.RLock()
+
+
+def _jax():
+    """JAX and its compilation-cache module, imported on first use (not when this module is)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    return jax, compilation_cache
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -98,6 +112,7 @@ def cache_dir() -> str | None:
 
     Reports JAX's configuration, whoever set it (kanjax or the user).
     """
+    jax, _ = _jax()
     if not jax.config.jax_enable_compilation_cache:
         return None
     return jax.config.jax_compilation_cache_dir or None
@@ -140,6 +155,7 @@ def enable(directory: str | os.PathLike | None = None, *,
               f"as it was. Use a writable directory ({ENV_DIR} on import), or set "
               f"{ENV_SWITCH}=0 to silence this.")
         return None
+    jax, jax_compilation_cache = _jax()
     if min_compile_time_secs is None:
         current = jax.config.jax_persistent_cache_min_compile_time_secs
         min_compile_time_secs = (MIN_COMPILE_TIME_SECS
@@ -148,6 +164,7 @@ def enable(directory: str | os.PathLike | None = None, *,
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax_compilation_cache.reset_cache()  # JAX reads the settings again at the next compile
+    _settle()
     return str(path)
 
 
@@ -155,6 +172,9 @@ def _check_arguments(directory, min_compile_time_secs) -> None:
     if directory is not None and not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a path (str or os.PathLike) or None, got "
                         f"{directory!r}; pass e.g. '~/.cache/kanjax/xla'")
+    if directory is not None and not os.fspath(directory):
+        raise ValueError("directory is empty (''); pass a directory, e.g. '~/.cache/kanjax/xla', "
+                         "or None for the default")
     if min_compile_time_secs is None:
         return
     if (isinstance(min_compile_time_secs, bool)
@@ -169,21 +189,44 @@ def disable() -> None:
 
     Programs already compiled stay usable; entries on disk stay for later processes.
     """
+    jax, jax_compilation_cache = _jax()
     jax.config.update("jax_compilation_cache_dir", None)
     jax_compilation_cache.reset_cache()
+    _settle()
 
 
 def enable_default() -> str | None:
-    """What ``import kanjax`` does (see the module docstring); returns the directory or ``None``.
+    """The default set-up (see the module docstring); returns the directory or ``None``.
 
     Leaves JAX's settings alone when ``KANJAX_COMPILATION_CACHE`` is off or the user already
     configured JAX's cache (a directory, or the cache switched off).
     """
     if os.environ.get(ENV_SWITCH, "").strip().lower() in OFF_VALUES:
         return None
+    jax, _ = _jax()
     if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
         return cache_dir()
     return enable()
+
+
+def enable_default_once() -> None:
+    """:func:`enable_default`, the first time it is called in the process; later calls do nothing.
+
+    kanjax calls it before loading any of its modules that use JAX (see the module
+    docstring). After :func:`enable` or :func:`disable` it does nothing: the user's choice
+    stays.
+    """
+    global _settled
+    with _settle_lock:
+        if _settled:
+            return
+        _settled = True
+        enable_default()
+
+
+def _settle() -> None:
+    global _settled
+    _settled = True
 
 
 def _warn(message: str) -> None:

@@ -46,11 +46,22 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
+        """A history from :meth:`to_dict`'s form; absent fields are empty.
+
+        Raises ``ValueError`` naming the field when ``d`` is not a dict, has a key that is no
+        field, or a field of the wrong type (see the attributes).
+        """
+        _check_fields(d)
         return cls(**{f.name: d.get(f.name, f.default_factory()) for f in dataclasses.fields(cls)})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the history as JSON (atomically: a temporary file, then a rename)."""
         path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(folder):
+            raise FileNotFoundError(f"History.save: {path!r} " + (
+                "is a folder; give a file name, e.g. history.json" if os.path.isdir(path)
+                else f"is in a folder that does not exist ({folder!r}); create it first"))
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=1, allow_nan=True)
@@ -58,8 +69,25 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> History:
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """The history :meth:`save` wrote to ``path``.
+
+        Raises ``ValueError`` naming the file and the field when the file is not JSON, lacks
+        ``train_loss`` or ``config``, or holds a field of the wrong type.
+        """
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"History.load: {os.fspath(path)!r} is not a JSON history file "
+                                 f"({err}); pass a file written by History.save") from None
+        try:
+            missing = [k for k in _REQUIRED if isinstance(d, dict) and k not in d]
+            if missing:
+                raise ValueError(f"no field {missing[0]!r} (History.save writes "
+                                 f"{', '.join(_FIELD_KINDS)})")
+            return cls.from_dict(d)
+        except ValueError as err:
+            raise ValueError(f"History.load: {os.fspath(path)!r}: {err}") from None
 
     def extend(self, other: History) -> None:
         """Append ``other``'s epochs (a later stage of the same run) to this history."""
@@ -71,6 +99,47 @@ class History:
             self.grad_norm.setdefault(name, []).extend(values)
         for name, values in other.metrics.items():
             self.metrics.setdefault(name, []).extend(values)
+
+
+# Every field of History and the JSON form it must have.
+_FIELD_KINDS = {"train_loss": "numbers", "val_loss": "numbers", "learning_rate": "numbers",
+                "wall_time": "numbers", "grad_norm": "named numbers",
+                "metrics": "named numbers", "config": "settings"}
+_REQUIRED = ("train_loss", "config")
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _check_fields(d) -> None:
+    if not isinstance(d, dict):  # a malformed file, like the checks below: ValueError
+        raise ValueError(f"a history must be a dict of its fields, got "  # noqa: TRY004
+                         f"{type(d).__name__}")
+    unknown = sorted(str(k) for k in d if k not in _FIELD_KINDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; a history has "
+                         f"{', '.join(_FIELD_KINDS)}")
+    for name, value in d.items():
+        kind = _FIELD_KINDS[name]
+        if kind == "numbers":
+            ok = _numbers(value)
+            want = "a list of numbers"
+        elif kind == "named numbers":
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and _numbers(v) for k, v in value.items())
+            want = "a dict of name -> list of numbers"
+        else:
+            ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+            want = "a dict of name -> setting"
+        if not ok:
+            raise ValueError(f"field {name!r} must be {want}, got {_describe(value)}")
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 class TrainingDiverged(FloatingPointError):

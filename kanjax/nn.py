@@ -87,6 +87,111 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+class _Default:
+    """A constructor default that tells "not given" apart from "given" (and reads as the value)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _given(value) -> bool:
+    return not isinstance(value, _Default)
+
+
+def _value(value):
+    return value.value if isinstance(value, _Default) else value
+
+
+# Options of one basis that the other ignores, and the basis they belong to.
+_BASIS_ONLY = {"degree": "taylor", "squash": "taylor", "grid_size": "bspline",
+               "order": "bspline", "grid_range": "bspline", "grid": "bspline"}
+
+
+def _check_basis_options(basis: str, given: dict) -> None:
+    """Refuse options of the other basis (they would be ignored), and ``grid`` with a scalar."""
+    wrong = [name for name, value in given.items()
+             if _given(value) and (value is not None or name != "grid")
+             and _BASIS_ONLY[name] != basis]
+    if wrong:
+        other = "bspline" if basis == "taylor" else "taylor"
+        own = [n for n, b in _BASIS_ONLY.items() if b == basis]
+        raise ValueError(
+            f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for basis={other!r} and "
+            f"would be ignored with basis={basis!r}; drop {'it' if len(wrong) == 1 else 'them'} "
+            f"or pass basis={other!r} (basis={basis!r} takes {', '.join(own)})")
+    grid = given["grid"]
+    if grid is not None and np.ndim(grid) == 0:
+        raise ValueError(
+            f"grid={grid!r} is not a knot vector: grid takes explicit knots (shape (n_knots,) "
+            f"or (n_in, n_knots)). For the number of grid intervals (pykan's grid=) pass "
+            f"grid_size={grid!r}")
+    if grid is not None:
+        both = [n for n in ("grid_size", "grid_range") if _given(given[n])]
+        if both:
+            raise ValueError(f"grid gives the knots, so {' and '.join(both)} would be ignored; "
+                             f"drop {' and '.join(both)} (or drop grid)")
+
+
+def _check_grid_range(grid_range) -> tuple[float, float]:
+    fix = "pass two finite numbers lo < hi, e.g. grid_range=(-1.0, 1.0)"
+    try:
+        values = [float(v) for v in grid_range]
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_range must be (lo, hi), got {grid_range!r}; {fix}") from None
+    if len(values) != 2:
+        raise ValueError(f"grid_range must be (lo, hi), two numbers, got {len(values)}: "
+                         f"{grid_range!r}; {fix}")
+    lo, hi = values
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"grid_range must be finite, got {grid_range!r}; {fix}")
+    if not lo < hi:
+        raise ValueError(f"grid_range must satisfy lo < hi, got {grid_range!r}; {fix}")
+    return lo, hi
+
+
+def _check_finite(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}; pass e.g. {name}=1.0")
+    return float(value)
+
+
+def _check_float_dtype(name: str, value, *, optional: bool = False):
+    if value is None and optional:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating dtype such as jnp.float32, got "
+                        f"{value!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating dtype (float16, bfloat16, float32, "
+                         f"float64), got {dtype}; pass e.g. {name}=jnp.float32")
+    return value
+
+
+def _check_layer_settings(use_bias, base_init, spline_init, coef_init, dtype, param_dtype,
+                          rngs) -> None:
+    if not isinstance(use_bias, (bool, np.bool_)):
+        raise TypeError(f"use_bias must be True or False, got {use_bias!r}")
+    for name, value in (("base_init", base_init), ("spline_init", spline_init),
+                        ("coef_init", coef_init)):
+        _check_finite(name, value)
+    _check_float_dtype("dtype", dtype, optional=True)
+    _check_float_dtype("param_dtype", param_dtype)
+    _check_rngs(rngs)
+
+
+def _check_rngs(rngs) -> None:
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__} {rngs!r}; pass "
+                        "e.g. rngs=nnx.Rngs(0)")
+
+
 def _check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
     knots = np.asarray(grid, dtype=np.float64)
     if knots.ndim == 1:
@@ -151,12 +256,12 @@ class KANLayer(nnx.Module):
         out_features: int,
         *,
         basis: str = "bspline",
-        degree: int = 9,
-        grid_size: int = 5,
-        order: int = 3,
-        grid_range: tuple[float, float] = (-1.0, 1.0),
+        degree: int = _Default(9),
+        grid_size: int = _Default(5),
+        order: int = _Default(3),
+        grid_range: tuple[float, float] = _Default((-1.0, 1.0)),
         grid=None,
-        squash: str | None = "tanh",
+        squash: str | None = _Default("tanh"),
         use_bias: bool = False,
         base_init: float = 1.0,
         spline_init: float = 1.0,
@@ -167,8 +272,14 @@ class KANLayer(nnx.Module):
     ):
         self.in_features = _check_positive_int("in_features", in_features)
         self.out_features = _check_positive_int("out_features", out_features)
-        if basis not in _BASES:
+        if not isinstance(basis, str) or basis not in _BASES:
             raise ValueError(f"basis must be one of {_BASES}, got {basis!r}")
+        _check_basis_options(basis, {"degree": degree, "squash": squash, "grid_size": grid_size,
+                                     "order": order, "grid_range": grid_range, "grid": grid})
+        degree, squash, grid_size, order, grid_range = (
+            _value(v) for v in (degree, squash, grid_size, order, grid_range))
+        _check_layer_settings(use_bias, base_init, spline_init, coef_init, dtype, param_dtype,
+                              rngs)
         self.basis = basis
         self.dtype = dtype
         self.param_dtype = param_dtype
@@ -185,6 +296,7 @@ class KANLayer(nnx.Module):
             self.order = _check_positive_int("order", order, minimum=0)
             if grid is None:
                 self.grid_size = _check_positive_int("grid_size", grid_size)
+                grid_range = _check_grid_range(grid_range)
                 knots = basis_lib.uniform_grid(
                     self.grid_size, self.order, grid_range, num_inputs=n_in, dtype=param_dtype
                 )
@@ -633,6 +745,23 @@ def _check_widths(widths) -> list[int]:
     return out
 
 
+# pykan's names for KAN options, and kanjax's.
+_PYKAN_NAMES = {"k": "order", "width": "widths", "seed": "rngs=nnx.Rngs(seed)",
+                "base_fun": "the fixed silu base", "noise_scale": "coef_init",
+                "scale_base_mu": "base_init", "scale_sp": "spline_init"}
+_LAYER_OPTIONS = ("basis", "degree", "grid_size", "order", "grid_range", "grid", "squash",
+                  "use_bias", "base_init", "spline_init", "coef_init", "dtype", "param_dtype")
+
+
+def _check_layer_kwargs(layer_kwargs) -> None:
+    unknown = [name for name in layer_kwargs if name not in _LAYER_OPTIONS]
+    if unknown:
+        hints = [f"{n} -> {_PYKAN_NAMES[n]}" for n in unknown if n in _PYKAN_NAMES]
+        raise TypeError(f"KAN got unknown option(s) {', '.join(map(repr, unknown))}"
+                        + (f" (pykan's names; kanjax's: {'; '.join(hints)})" if hints else "")
+                        + f"; KAN takes widths, rngs and {', '.join(_LAYER_OPTIONS)}")
+
+
 class KAN(nnx.Module):
     """A Kolmogorov-Arnold network: ``KANLayer``s composed left to right.
 
@@ -648,6 +777,7 @@ class KAN(nnx.Module):
 
     def __init__(self, widths: Sequence[int], *, rngs: nnx.Rngs, **layer_kwargs):
         self.widths = tuple(_check_widths(widths))
+        _check_layer_kwargs(layer_kwargs)
         self.layers = nnx.List(
             [
                 KANLayer(n_in, n_out, rngs=rngs, **layer_kwargs)
@@ -808,6 +938,12 @@ class MLP(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.widths = tuple(_check_widths(widths))
+        if not callable(activation):
+            raise TypeError(f"activation must be a function of an array, got {activation!r}; "
+                            "pass e.g. activation=jax.nn.silu")
+        _check_float_dtype("dtype", dtype, optional=True)
+        _check_float_dtype("param_dtype", param_dtype)
+        _check_rngs(rngs)
         self.activation = activation
         self.layers = nnx.List(
             [

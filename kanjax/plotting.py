@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kanjax.nn import KAN
+from kanjax.nn import KAN, KANLayer
 from kanjax.pruning import _layer_views
 from kanjax.training import History
 
@@ -46,6 +46,36 @@ def _figure(figsize=(6.0, 4.0)):
     return fig, fig.add_subplot()
 
 
+def _check_path(path) -> str | None:
+    """``path`` as a string, checked before anything is drawn: a file name with a format
+    matplotlib writes, in a folder that exists; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name (str or os.PathLike) or None, got "
+                        f"{type(path).__name__} {path!r}")
+    path = os.fspath(path)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise ValueError(f"path {path!r}: the extension gives the format; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}, e.g. 'plot.png'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {path!r}: " + (
+            "is a folder; give a file name in it" if os.path.isdir(path) else
+            f"the folder {folder!r} does not exist; create it first"))
+    return path
+
+
+def _check_history(what: str, history) -> None:
+    if not isinstance(history, History):
+        raise TypeError(f"{what} needs a kanjax.History (the second value kanjax.train "
+                        f"returns, or kanjax.History.load(file)), got {type(history).__name__}")
+
+
 def _finish(fig, path):
     if path is not None:
         path = os.fspath(path)
@@ -57,6 +87,8 @@ def _finish(fig, path):
 
 def plot_loss(history: History, path: str | os.PathLike | None = None, *, title: str | None = None):
     """Train (and validation) loss per epoch on a log scale; saved to ``path`` if given."""
+    _check_history("plot_loss", history)
+    _check_path(path)
     fig, ax = _figure()
     epochs = range(1, history.epochs + 1)
     ax.semilogy(epochs, history.train_loss, label="train")
@@ -74,6 +106,8 @@ def plot_grad_norms(
     history: History, path: str | os.PathLike | None = None, *, title: str | None = None
 ):
     """Per-layer gradient L2 norm per epoch (mean over the epoch's steps), log scale."""
+    _check_history("plot_grad_norms", history)
+    _check_path(path)
     fig, ax = _figure()
     for name, values in history.grad_norm.items():
         ax.semilogy(range(1, len(values) + 1), values, label=name)
@@ -83,6 +117,49 @@ def plot_grad_norms(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _finish(fig, path)
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+            hasattr(value, "dtype") and getattr(value, "shape", None) == ()):
+        raise TypeError(f"{name} must be a finite number > 0, got {value!r}")
+    if not 0 < float(value) < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_real(what: str, x) -> None:
+    import numpy as np
+
+    if x.dtype == object or np.iscomplexobj(x) or not (
+            np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise TypeError(f"{what}: x must hold real numbers, got dtype {x.dtype}; pass e.g. "
+                        "np.asarray(x, np.float32)")
+
+
+def _check_layer_samples(layer, x) -> None:
+    """Refuse ``x`` that is not ``(n, n_in)`` finite real samples of ``layer``, saying how to get them."""
+    import numpy as np
+
+    n_in = layer.in_features
+    _check_real("plot_layer", x)
+    if x.ndim != 2 or x.shape[1] != n_in or x.shape[0] == 0:
+        raise ValueError(
+            f"plot_layer: x must have shape (n, {n_in}) with n >= 1 (this layer's inputs), got "
+            f"{x.shape}. For a hidden layer l of a KAN, pass what it receives: "
+            f"kanjax.plot_layer(model.layers[l], kanjax.layer_inputs(model, x)[l])")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.all(np.isfinite(x), axis=-1)))
+        raise ValueError(f"plot_layer: x has {bad} of {x.shape[0]} rows with nan or inf; the "
+                         "curves span each column's range, so every sample must be finite")
 
 
 def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 200,
@@ -104,13 +181,18 @@ def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 20
     """
     import numpy as np
 
+    if not isinstance(layer, KANLayer):
+        raise TypeError(f"plot_layer needs a kanjax.KANLayer, got {type(layer).__name__}; for "
+                        "a whole KAN pass one of its layers, e.g. model.layers[0]")
     x = np.asarray(x)
     n_in, n_out = layer.in_features, layer.out_features
-    if x.ndim != 2 or x.shape[1] != n_in or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, {n_in}) for this layer, got {x.shape}")
-    names = list(input_names) if input_names is not None else [f"x{p}" for p in range(n_in)]
+    _check_layer_samples(layer, x)
+    num = _check_count("num", num, 2)
+    _check_path(path)
+    names = ([f"x{p}" for p in range(n_in)] if input_names is None
+             else _check_names("input_names", input_names, n_in, "x"))
     grid = np.linspace(x.min(axis=0), x.max(axis=0), num)  # (num, n_in)
-    edges = np.asarray(layer.edge_activations(jnp.asarray(grid, jnp.float32)))  # (num, in, out)
+    edges = np.asarray(layer.edge_activations(jnp.asarray(grid, layer.param_dtype)))
     fig = _figure_class()(figsize=(2.2 * n_in + 1, 1.6 * n_out + 1), layout="constrained")
     axes = np.asarray(fig.subplots(n_out, n_in, squeeze=False))
     drawn, symbolic = _edge_masks(layer)
@@ -234,20 +316,17 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
     layers = list(model.layers)
     widths = [layers[0].in_features] + [layer.out_features for layer in layers]
     x = np.asarray(x)
+    _check_real("plot_network", x)
     if x.ndim != 2 or x.shape[1] != widths[0] or x.shape[0] == 0:
         raise ValueError(f"x must have shape (n, {widths[0]}) with n >= 1 for this model, "
                          f"got {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("x contains non-finite values (nan or inf)")
+        raise ValueError("x contains non-finite values (nan or inf); every sample must be finite")
     in_vars = _check_names("in_vars", in_vars, widths[0], "x")
     out_vars = _check_names("out_vars", out_vars, widths[-1], "y")
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    max_points = int(max_points)
-    if max_points < 2:
-        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    scale, beta = _check_positive("scale", scale), _check_positive("beta", beta)
+    max_points = _check_count("max_points", max_points, 2)
+    _check_path(path)
 
     # --- numbers: one compiled program (per model structure) for all layers
     ranks = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], max_points)).round())

@@ -17,20 +17,83 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kanjax.nn import KAN, EdgeMask, SplineGrid, SymbolicIndex, SymbolicMask
+from kanjax.nn import (
+    KAN,
+    EdgeMask,
+    SplineGrid,
+    SymbolicIndex,
+    SymbolicMask,
+    inputs_of_layers,
+)
 
-__all__ = ["edge_importance", "node_importance", "attribution", "prune"]
+__all__ = ["edge_importance", "node_importance", "attribution", "prune", "layer_inputs"]
+
+
+def _check_samples(what: str, model, x, *, finite: bool = True) -> np.ndarray:
+    """``x`` as a host array of samples for ``model``, checked before anything is traced.
+
+    Raises ``TypeError`` for a model that is not a :class:`~kanjax.KAN` or an ``x`` that is not
+    real numbers, ``ValueError`` for a wrong shape, no samples or (``finite``) non-finite rows.
+    """
+    if not isinstance(model, KAN):
+        raise TypeError(f"{what} needs a kanjax.KAN as model, got {type(model).__name__}; "
+                        "build one with kanjax.KAN(widths, rngs=nnx.Rngs(0))")
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what}: x must be an array of real numbers, got "
+                        f"{type(x).__name__} ({err})") from None
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or \
+            np.iscomplexobj(x):
+        raise TypeError(f"{what}: x must hold real numbers, got dtype {x.dtype}; pass e.g. "
+                        "np.asarray(x, np.float32)")
+    if x.ndim < 1 or x.shape[-1] != model.in_features:
+        raise ValueError(f"{what}: x must have {model.in_features} features on the last axis, "
+                         f"got shape {tuple(x.shape)}")
+    rows = x.reshape(-1, model.in_features)
+    if rows.shape[0] == 0:
+        raise ValueError(f"{what}: x has no samples (shape {tuple(x.shape)}); pass at least one "
+                         f"row of {model.in_features} inputs, e.g. the training inputs")
+    if finite:
+        bad = int(np.count_nonzero(~np.all(np.isfinite(rows), axis=-1)))
+        if bad:
+            raise ValueError(f"{what}: x has {bad} of {rows.shape[0]} rows with nan or inf; "
+                             "every sample must be finite. Drop them first, e.g. "
+                             "x[np.isfinite(x).all(axis=-1)]")
+    return x
+
+
+def _as_input(model: KAN, x: np.ndarray) -> jax.Array:
+    """Floating ``x`` as it is; integers and booleans as the model's parameter dtype."""
+    return jnp.asarray(x if np.issubdtype(x.dtype, np.floating)
+                       else x.astype(model.layers[0].param_dtype))
 
 
 def edge_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
-    """Per layer, ``A[p, q] = mean over samples of |phi_qp(x_p)|``, shape ``(n_in, n_out)``."""
-    if not isinstance(model, KAN):
-        raise TypeError(f"edge_importance needs a kanjax.KAN, got {type(model).__name__}")
-    x = np.asarray(x)
-    if x.ndim < 1 or x.shape[-1] != model.in_features:
-        raise ValueError(f"x must have {model.in_features} features on the last axis, "
-                         f"got shape {tuple(x.shape)}")
-    return [np.asarray(a) for a, _, _ in _layer_views(model, jnp.asarray(x), jnp.zeros((1,)), "nearest")]
+    """Per layer, ``A[p, q] = mean over samples of |phi_qp(x_p)|``, shape ``(n_in, n_out)``.
+
+    ``x``: finite samples, shape ``(..., model.in_features)``, at least one.
+    """
+    x = _check_samples("edge_importance", model, x)
+    views = _layer_views(model, _as_input(model, x), jnp.zeros((1,)), "nearest")
+    return [np.asarray(a) for a, _, _ in views]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _inputs_of_state(graphdef, state, x):
+    return inputs_of_layers(nnx.merge(graphdef, state), x)
+
+
+def layer_inputs(model: KAN, x: jax.Array) -> list[jax.Array]:
+    """What each layer of ``model`` receives when ``x`` goes in: one array per layer.
+
+    ``layer_inputs(model, x)[l]`` has shape ``(..., model.widths[l])``: ``x`` itself for the
+    first layer, the previous layer's output for the others. Use it to look at a hidden
+    layer, e.g. ``kanjax.plot_layer(model.layers[1], kanjax.layer_inputs(model, x)[1])``.
+    One compiled forward pass; ``model`` is not changed.
+    """
+    x = _check_samples("layer_inputs", model, x, finite=False)
+    return list(_inputs_of_state(*nnx.split(model), _as_input(model, x)))
 
 
 @functools.partial(nnx.jit, static_argnums=3)
@@ -88,8 +151,11 @@ def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
     widths; every remaining edge keeps its parameters, weak ones are masked. A hidden layer
     keeps at least its most important node.
     """
-    if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
+            or not 0 <= threshold < float("inf"):
+        raise ValueError(f"prune: threshold must be a finite number >= 0, got {threshold!r}; "
+                         "pass e.g. threshold=1e-2")
+    x = _check_samples("prune", model, x)
     scores = edge_importance(model, x)
     keep = [np.arange(model.widths[0])]
     for i, nodes in enumerate(node_importance(model, x)):

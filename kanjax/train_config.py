@@ -130,6 +130,11 @@ class TrainConfig:
         for name in ("grid_eps", "grid_margin"):
             put(name, check_number(name, getattr(self, name)))
         put("grid_schedule", _check_grid_schedule(self.grid_schedule))
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir,
+                                                              (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a folder path (str or os.PathLike) or None, "
+                            f"got {type(self.checkpoint_dir).__name__} {self.checkpoint_dir!r}; "
+                            "pass e.g. checkpoint_dir='runs/kan'")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable(epochs_done, history), got {self.callback!r}")
         for name in ("progress", "shared_order"):

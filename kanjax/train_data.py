@@ -54,19 +54,22 @@ def _check_mse_targets(name, x, y, out_shape):
     if y.ndim == 1 and out_shape is not None and out_shape[-1] == 1:
         y = y[:, None]
     if out_shape is not None and tuple(y.shape[1:]) != tuple(out_shape):
+        labels = y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer)
         raise ValueError(
             f"{name}: the model outputs shape {tuple(out_shape)} per sample but y has "
             f"shape {tuple(y.shape[1:])} per sample"
+            + ("; if y holds class labels, pass loss='cross_entropy'" if labels else "")
         )
     if not jnp.issubdtype(y.dtype, jnp.floating):
         y = y.astype(x.dtype)
     return y
 
 
-def _check_labels(name, y, out_shape):
+def _check_labels(name, y, out_shape, given_dtype):
     if not jnp.issubdtype(y.dtype, jnp.integer):
         raise TypeError(
-            f"{name}: loss='cross_entropy' takes integer class labels, got y of dtype {y.dtype}"
+            f"{name}: loss='cross_entropy' takes integer class labels, got y of dtype "
+            f"{given_dtype} (pass e.g. y.astype(int) if it holds whole numbers)"
         )
     if y.ndim != 1:
         raise ValueError(f"{name}: class labels y must have shape (n_samples,), got {y.shape}")
@@ -110,7 +113,8 @@ def prepare_pair(model, data, name: str, loss_name: str | None, out_shape):
     if loss_name == "mse":
         y = _check_mse_targets(name, x, y, out_shape)
     elif loss_name == "cross_entropy":
-        _check_labels(name, y, out_shape)
+        given = getattr(data[1], "dtype", None)  # before JAX narrows float64 to float32
+        _check_labels(name, y, out_shape, y.dtype if given is None else given)
     return x, y
 
 

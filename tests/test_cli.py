@@ -103,8 +103,6 @@ def test_cli_module_imports_nothing_heavy(argv):
     assert _imported(done) == []
 
 
-@pytest.mark.xfail(strict=True, reason="kanjax/__init__.py imports every submodule eagerly; "
-                   "drop this mark once it loads them on first use (PEP 562 __getattr__)")
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_kanjax_command_imports_nothing_heavy(flag):
     # The whole path of `python -m kanjax FLAG` (and the `kanjax` script): package + CLI.
@@ -193,3 +191,15 @@ def test_lr_must_be_a_positive_finite_number(value, capsys):
         cli.main(["demo", "--lr", value])
     err = capsys.readouterr().err
     assert "argument --lr" in err and repr(value) in err and "> 0" in err
+
+
+def test_every_public_name_resolves_lazily_and_is_listed():
+    import kanjax
+
+    for name in kanjax.__all__:
+        assert getattr(kanjax, name) is not None, name
+    assert set(kanjax.__all__) <= set(dir(kanjax))
+    assert kanjax.KAN is kanjax.nn.KAN and kanjax.plot is kanjax.plotting.plot_network
+    assert kanjax.History is kanjax.training.History
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        kanjax.not_a_name  # noqa: B018

@@ -231,3 +231,50 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
         assert compile_cache.default_cache_dir() == tmp_path / "xdg" / "kanjax" / "xla"
         monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as the XDG spec says
         assert compile_cache.default_cache_dir() == tmp_path / ".cache" / "kanjax" / "xla"
+
+
+# Runs in the subprocess: ``import kanjax`` (JAX not loaded), then one way of reaching kanjax's
+# JAX code, then reports JAX's cache directory as JAX itself sees it.
+LAZY_CHILD = r"""
+import json, sys
+import kanjax
+loaded_on_import = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "flax", "optax"))
+how = sys.argv[1]
+if how == "import-submodule":
+    import kanjax.nn
+elif how == "from-import":
+    from kanjax import KAN
+elif how == "attribute":
+    kanjax.train
+elif how == "from-submodule":
+    from kanjax.training import train
+import jax
+print(json.dumps({"loaded_on_import": loaded_on_import,
+                  "cache_dir": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+@pytest.mark.parametrize("how", ["import-submodule", "from-import", "attribute", "from-submodule"])
+def test_cache_is_set_before_kanjax_loads_jax_code_however_it_is_reached(tmp_path, how):
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARS}
+    chosen = tmp_path / "chosen"
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+               KANJAX_CACHE_DIR=str(chosen))
+    done = subprocess.run([sys.executable, "-c", LAZY_CHILD, how], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded_on_import"] == []  # import kanjax alone loads no JAX
+    assert out["cache_dir"] == str(chosen) and chosen.is_dir()
+
+
+def test_user_choice_before_first_use_is_kept(tmp_path):
+    # disable() before kanjax's first JAX module: the later default must not turn it on again.
+    code = ("import kanjax, json\nkanjax.compile_cache.disable()\nfrom kanjax import KAN\n"
+            "print(json.dumps(kanjax.compile_cache.cache_dir()))\n")
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARS}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) is None

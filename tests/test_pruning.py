@@ -78,3 +78,34 @@ def test_attribution_ranks_the_irrelevant_input_last_and_conserves_importance(tr
     # the backward recursion, written out for the last hidden layer from the edge scores
     a = kanjax.edge_importance(model, x)[-1].astype(np.float64)
     np.testing.assert_allclose(scores[-2], (a / a.sum(axis=0, keepdims=True)) @ np.ones(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [kanjax.edge_importance, kanjax.node_importance,
+                                kanjax.attribution, kanjax.prune])
+def test_non_finite_or_empty_samples_are_refused_before_anything_runs(fn):
+    model = kanjax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
+    before = jax.tree.map(np.array, nnx.state(model))
+    x = np.zeros((5, 2), np.float32)
+    x[1, 0], x[3, 1], x[4, 1] = np.nan, np.inf, -np.inf  # three rows, one of them twice
+    x[4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"x has 3 of 5 rows with nan or inf"):
+        fn(model, x)
+    with pytest.raises(ValueError, match=r"x has no samples \(shape \(0, 2\)\)"):
+        fn(model, np.zeros((0, 2), np.float32))
+    after = jax.tree.map(np.array, nnx.state(model))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
+def test_layer_inputs_are_the_forward_pass_layer_by_layer():
+    model = kanjax.KAN([2, 3, 4, 1], basis="taylor", degree=3, rngs=nnx.Rngs(1))
+    x = np.random.default_rng(0).uniform(-1, 1, (7, 2)).astype(np.float32)
+    got = kanjax.layer_inputs(model, x)
+    assert [a.shape for a in got] == [(7, 2), (7, 3), (7, 4)]
+    h = x
+    for layer, a in zip(model.layers, got):  # each layer applied on its own, one at a time
+        np.testing.assert_allclose(np.asarray(a), np.asarray(h), rtol=1e-5, atol=1e-6)
+        h = layer(h)
+    np.testing.assert_allclose(np.asarray(model.layers[-1](got[-1])), np.asarray(model(x)),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="2 features"):
+        kanjax.layer_inputs(model, np.ones((3, 3)))
