@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     (x, z), (xt, zt) = seed_data(0)
 
     def build(rngs):
-        return kanjax.KAN([2, 4, 4, 1], basis=args.basis, degree=9, rngs=rngs)
+        options = {"degree": 9} if args.basis == "taylor" else {}
+        return kanjax.KAN([2, 4, 4, 1], basis=args.basis, rngs=rngs, **options)
 
     t = time.perf_counter()
     single, h = kanjax.train(build(nnx.Rngs(0)), (x, z), epochs=args.epochs, progress=False)

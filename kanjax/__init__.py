@@ -12,7 +12,8 @@ Layout, from the bottom up:
   :mod:`kanjax.hooks` (the host loop), :mod:`kanjax.fit`, :mod:`kanjax.ensemble`,
   :mod:`kanjax.schedule` (grid schedules), :mod:`kanjax.mesh` and :mod:`kanjax.history`;
 * :mod:`kanjax.checkpoint` - ``save``/``load`` of models, histories and optimizer states
-  (orbax arrays, JSON architecture; atomic), used by ``train(checkpoint_dir=...)``;
+  (orbax CheckpointManager steps: arrays, the model's typed config, a SHA-256 digest), used
+  by ``train(checkpoint_dir=...)``;
 * :mod:`kanjax.functions`, :mod:`kanjax.symbolic` - closed-form edges: fitting
   (``suggest_symbolic``, ``auto_symbolic``, ``fix_symbolic``) and sympy formulas;
 * :mod:`kanjax.compile_cache` - JAX's persistent compilation cache, on by default in a

@@ -1,4 +1,5 @@
-"""Command line: ``kanjax demo`` and ``kanjax --version`` (also ``python -m kanjax ...``).
+"""Command line: ``kanjax demo``, ``kanjax convert-checkpoint`` and ``kanjax --version`` (also
+``python -m kanjax ...``).
 
 Only the standard library is imported here at module level: ``--help``, ``--version`` and
 argument errors answer without loading JAX, Flax, Optax or Orbax. A subcommand imports what it
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="run `kanjax COMMAND --help` for its options")
     _add_demo(sub)
+    convert = sub.add_parser(
+        "convert-checkpoint", help="rewrite a kanjax 0.1.0 checkpoint in the current format",
+        description="Convert a format-1 checkpoint (a directory with metadata.json, written by "
+                    "kanjax 0.1.0) to the current format: the model, its history and metadata "
+                    "(not the optimizer state). OLD is only read; NEW must not exist yet.")
+    convert.add_argument("old", metavar="OLD", help="the format-1 checkpoint directory")
+    convert.add_argument("new", metavar="NEW", help="where to write the converted checkpoint")
     return parser
 
 
@@ -176,10 +184,26 @@ def run_demo(args) -> int:
     return 0
 
 
+def run_convert(args) -> int:
+    from kanjax.checkpoint import CheckpointError
+    from kanjax.convert import convert_checkpoint
+
+    try:
+        path = convert_checkpoint(args.old, args.new)
+    except (CheckpointError, FileExistsError, ValueError) as err:
+        print(f"kanjax convert-checkpoint: error: {err}", file=sys.stderr)
+        return 1
+    print(f"converted {os.path.abspath(args.old)} -> {path} (model, history and metadata; "
+          "an optimizer state is not converted)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "convert-checkpoint":
+        return run_convert(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

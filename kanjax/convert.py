@@ -159,6 +159,9 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike) -> str:
     old, new = checkpoint_lib.absolute_path(old), checkpoint_lib.absolute_path(new)
     if old == new:
         raise ValueError("convert_checkpoint: the new path must differ from the old one")
+    if not os.path.isfile(os.path.join(old, "metadata.json")):
+        raise _fail(old, "has no metadata.json: not a format-1 kanjax checkpoint (one that "
+                         "kanjax.load reads needs no conversion)")
     meta = _read_json(old, "metadata.json")
     if not isinstance(meta, dict) or meta.get("format_version") != 1:
         raise _fail(old, "metadata.json is not a format-1 kanjax checkpoint description")

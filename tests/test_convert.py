@@ -73,3 +73,15 @@ def test_a_corrupt_or_forged_format_1_file_is_refused_and_nothing_runs(tmp_path)
     with pytest.raises(CheckpointError, match="array"):
         convert_checkpoint(old, tmp_path / "c")
     assert not marker.exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_convert_checkpoint_command(tmp_path, capsys):
+    from kanjax import cli
+
+    assert cli.main(["convert-checkpoint", str(DATA / "mlp"), str(tmp_path / "new")]) == 0
+    assert "converted" in capsys.readouterr().out
+    x = jnp.asarray(np.load(DATA / "x.npy"))
+    np.testing.assert_array_equal(np.asarray(kanjax.load(tmp_path / "new")(x)),
+                                  np.load(DATA / "mlp_out.npy"))
+    assert cli.main(["convert-checkpoint", str(tmp_path / "new"), str(tmp_path / "again")]) == 1
+    assert "not a format-1" in capsys.readouterr().err
