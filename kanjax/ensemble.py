@@ -8,8 +8,9 @@ import jax
 import optax
 from flax import nnx
 
+from kanjax.checks import check_int
 from kanjax.fit import fit
-from kanjax.train_config import TrainConfig, check_int
+from kanjax.train_config import TrainConfig
 
 __all__ = ["ensemble_member", "ensemble_size", "make_ensemble", "train_ensemble"]
 
@@ -71,6 +72,9 @@ def make_ensemble(factory: Callable[[nnx.Rngs], nnx.Module], members: int, *, se
     plus ``nnx.vmap`` over the constructor, the NNX idiom). Train it with
     :func:`train_ensemble`; take member ``i`` out with :func:`ensemble_member`.
     """
+    if not callable(factory):
+        raise TypeError(f"factory must be a function rngs -> model (e.g. lambda rngs: "
+                        f"kanjax.KAN([2, 5, 1], rngs=rngs)), got {factory!r}")
     members = check_int("members", members, 1)
 
     @nnx.split_rngs(splits=members)

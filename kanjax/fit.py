@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from kanjax import resume as resume_lib
 from kanjax import hooks as hooks_lib
 from kanjax import lm as lm_lib
 from kanjax import objective as objective_lib
 from kanjax import optimizers
+from kanjax import resume as resume_lib
 from kanjax.compiling import Program, compile_program, program_result, signature
 from kanjax.driver import drive
 from kanjax.epoch import EpochSpec, build_epoch, flattener, layer_groups

@@ -38,6 +38,7 @@ import numpy as np
 
 from kanjax import functions as functions_lib
 from kanjax import hostnet
+from kanjax.checks import check_int, check_number
 from kanjax.nn import KAN
 
 __all__ = ["LayeredFormula", "layered_formula", "symbolic_formula"]
@@ -313,7 +314,9 @@ def layered_formula(model: KAN, var_names: Sequence[str] | None = None, *, x=Non
     """
     import sympy
 
-    deadline = time.perf_counter() + float(time_budget)
+    deadline = time.perf_counter() + check_number("time_budget", time_budget, positive=True)
+    if digits is not None:
+        check_int("digits", digits, 0)
     _check_model(model)
     names = check_var_names(model.in_features, var_names)
     xs = _check_x(model, x, tol)

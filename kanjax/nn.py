@@ -23,6 +23,7 @@ from kanjax import grids as grids_lib
 from kanjax import layer as layer_lib
 from kanjax import schema
 from kanjax._xla import fast_compile_jit
+from kanjax.checks import check_int
 
 __all__ = ["SplineGrid", "EdgeMask", "SymbolicMask", "SymbolicIndex", "KANLayer", "KAN", "MLP",
            "model_config", "model_from_config"]
@@ -465,6 +466,10 @@ class KANLayer(nnx.Module):
         return x.astype(dtype), [p.astype(dtype) for p in params], bias
 
     def _check_input(self, x) -> jax.Array:
+        dtype = x.dtype if isinstance(x, jax.Array) else np.asarray(x).dtype
+        if not any(jnp.issubdtype(dtype, kind) for kind in (jnp.bool_, jnp.integer, jnp.floating)):
+            raise TypeError(f"KANLayer input x must hold real numbers, got dtype {dtype} (pass "
+                            "x.real, or real and imaginary parts as separate features)")
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -574,7 +579,8 @@ class KANLayer(nnx.Module):
         return name, tuple(float(v) for v in np.asarray(self.sym_affine[...][i, j]))
 
     def _check_edge(self, i, j) -> None:
-        if not (0 <= int(i) < self.in_features and 0 <= int(j) < self.out_features):
+        check_int("i", i, 0), check_int("j", j, 0)
+        if not (i < self.in_features and j < self.out_features):
             raise IndexError(
                 f"edge ({i}, {j}) is outside this layer's {self.in_features} inputs x "
                 f"{self.out_features} outputs"
@@ -845,7 +851,11 @@ class KAN(nnx.Module):
 
     def update_grid(self, x: jax.Array, **kwargs) -> None:
         """:meth:`KANLayer.update_grid` on every layer, each on the activations it receives from ``x``."""
-        inputs = _layer_inputs(self, self._samples(x))
+        for layer in self.layers:  # every check before the first change
+            layer._require_bspline("update_grid")
+        x = self._samples(x)
+        _check_samples(x)
+        inputs = _layer_inputs(self, x)
         for layer, h in zip(self.layers, inputs):  # see refine: the function is kept
             layer.update_grid(h, **kwargs)
 

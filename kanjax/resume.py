@@ -20,8 +20,8 @@ from flax import nnx
 from kanjax import checkpoint as checkpoint_lib
 from kanjax import nn as nn_lib
 from kanjax import schema
+from kanjax.checks import check_int
 from kanjax.history import History
-from kanjax.train_config import check_int
 
 __all__ = ["TrainingCheckpoints", "training_checkpoints"]
 

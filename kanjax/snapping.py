@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from kanjax import hostnet
+from kanjax.checks import check_int, check_number
 from kanjax.nn import KAN
 
 __all__ = ["refine_constants"]
@@ -151,8 +152,14 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
         raise TypeError(f"expected a kanjax.KAN, got {type(model).__name__}")
     if not loss_tol >= 0 or not snap_rel >= 0:
         raise ValueError(f"loss_tol and snap_rel must be >= 0, got {loss_tol}, {snap_rel}")
+    iters = check_int("iters", iters, 1)
+    check_number("time_budget", time_budget)
     xs = np.asarray(x, np.float64).reshape(-1, model.in_features)
-    ys = np.asarray(y, np.float64).reshape(xs.shape[0], model.out_features)
+    ys = np.asarray(y, np.float64)
+    if ys.size != xs.shape[0] * model.out_features:
+        raise ValueError(f"y has shape {ys.shape}: {xs.shape[0]} samples of x need "
+                         f"({xs.shape[0]}, {model.out_features}) targets")
+    ys = ys.reshape(xs.shape[0], model.out_features)
     if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         raise ValueError("x and y must be finite")
     layers = hostnet.layer_arrays(model)

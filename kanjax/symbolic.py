@@ -36,11 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from kanjax import functions as functions_lib
+from kanjax.checks import check_int
+from kanjax.compiling import compile_program
 from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
-from kanjax.snapping import refine_constants
 from kanjax.pruning import _layer_views
-from kanjax.compiling import compile_program
+from kanjax.snapping import refine_constants
 
 __all__ = [
     "Suggestion",
@@ -188,7 +189,7 @@ def fit_edges(x, y, names: Sequence[str] | None = None, *, a_range=(-10.0, 10.0)
       ``(names, theta, r2)``: ``theta`` of shape ``(F, E, 4)`` holds ``(a, b, c, d)`` and
       ``r2`` of shape ``(F, E)`` the coefficient of determination of each fit.
     """
-    names = tuple(functions_lib.LIBRARY if names is None else names)
+    names = _library(names)
     if not names:
         raise ValueError("need at least one library function to fit")
     fns = tuple(functions_lib.get_function(n).fn for n in names)
@@ -290,6 +291,17 @@ def _rank(names, theta, r2, x_range, weight, x=None, y=None):
 
 # ------------------------------------------------------------------ model-level API
 
+def _library(names) -> tuple[str, ...]:
+    """The library functions to try, checked (``None``: all of them)."""
+    if isinstance(names, str):
+        raise TypeError(f"library must be a sequence of function names, e.g. [{names!r}], got "
+                        f"the string {names!r}")
+    names = tuple(functions_lib.LIBRARY if names is None else names)
+    for name in names:
+        functions_lib.get_function(name)
+    return names
+
+
 def _check_model(model) -> None:
     if not isinstance(model, KAN):
         raise TypeError(f"expected a kanjax.KAN, got {type(model).__name__}")
@@ -323,7 +335,8 @@ def _edge_samples(model: KAN, x, layer: int, num_samples: int = _NUM_SAMPLES):
 
 
 def _check_layer_index(model: KAN, layer: int) -> KANLayer:
-    if not 0 <= int(layer) < len(model.layers):
+    check_int("layer", layer, 0)
+    if not layer < len(model.layers):
         raise IndexError(f"layer {layer} out of range: the model has {len(model.layers)} layers")
     return model.layers[int(layer)]
 
@@ -336,6 +349,8 @@ def suggest_symbolic(model: KAN, x, layer: int, i: int, j: int, *, library=None,
     ``(..., n_in)``) produces at that layer, so the fit covers the range the data uses.
     """
     _check_model(model)
+    top_k = check_int("top_k", top_k, 1)
+    library = _library(library)
     lyr = _check_layer_index(model, layer)
     lyr._check_edge(i, j)
     xs, ys = _edge_samples(model, x, layer)
@@ -386,6 +401,7 @@ def auto_symbolic(model: KAN, x, *, library=None, r2_threshold: float = 0.99,
     ``verbose``).
     """
     _check_model(model)
+    library = _library(library)
     if not 0.0 <= r2_threshold <= 1.0:
         raise ValueError(f"r2_threshold must be in [0, 1], got {r2_threshold}")
     # sample every layer first (from the numeric network), then fit all edges in one call

@@ -444,6 +444,26 @@ row("formula-x-nan", lambda c: kanjax.layered_formula(c.tay, x=nan_rows(c.x)), V
     "only finite values", "tay")
 row("formula-mlp", lambda c: kanjax.layered_formula(c.mlp), TypeError, "expected a kanjax.KAN",
     "mlp")
+row("suggest-layer-float", lambda c: kanjax.suggest_symbolic(c.kan, c.x, 1.5, 0, 0), TypeError,
+    "layer must be an integer", "kan")
+row("suggest-edge-string", lambda c: kanjax.suggest_symbolic(c.kan, c.x, 0, "0", 0), TypeError,
+    "i must be an integer", "kan")
+row("suggest-top-k-zero", lambda c: kanjax.suggest_symbolic(c.kan, c.x, 0, 0, 0, top_k=0),
+    ValueError, "top_k must be >= 1", "kan")
+row("auto-library-string", lambda c: kanjax.auto_symbolic(c.kan, c.x, library="sin"), TypeError,
+    "library must be a sequence of function names", "kan")
+row("formula-digits-negative", lambda c: kanjax.symbolic_formula(c.tay, digits=-1), ValueError,
+    "digits must be >= 0", "tay")
+row("formula-digits-float", lambda c: kanjax.symbolic_formula(c.tay, digits=1.5), TypeError,
+    "digits must be an integer", "tay")
+row("formula-budget-nan", lambda c: kanjax.symbolic_formula(c.tay, time_budget=float("nan")),
+    ValueError, "time_budget must be a positive finite number", "tay")
+row("refine-constants-y-length", lambda c: kanjax.refine_constants(c.tay, c.x, c.y[:3]),
+    ValueError, "samples of x need", "tay")
+row("refine-constants-iters", lambda c: kanjax.refine_constants(c.tay, c.x, c.y, iters=-1),
+    ValueError, "iters must be >= 1", "tay")
+row("ensemble-factory-not-callable", lambda c: kanjax.make_ensemble(3, 2), TypeError,
+    "factory must be a function")
 row("refine-constants-mlp", lambda c: kanjax.refine_constants(c.mlp, c.x, c.y), TypeError,
     "expected a kanjax.KAN", "mlp")
 row("refine-constants-nan", lambda c: kanjax.refine_constants(c.tay, nan_rows(c.x), c.y),
