@@ -51,8 +51,8 @@ def power_basis(u: jax.Array, degree: int) -> jax.Array:
         raise ValueError(f"degree must be >= 0, got {degree}")
     u = jnp.asarray(u)
     if u.ndim == 0:
-        return _power_basis_kmajor(u[None], degree)[:, 0]
-    return jnp.swapaxes(_power_basis_kmajor(u, degree), -1, -2)
+        return power_basis_kmajor(u[None], degree)[:, 0]
+    return jnp.swapaxes(power_basis_kmajor(u, degree), -1, -2)
 
 
 # Implementation note: the basis internals work "k-major", shape (..., K, n), and the public
@@ -62,7 +62,7 @@ def power_basis(u: jax.Array, degree: int) -> jax.Array:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _power_basis_kmajor(u: jax.Array, degree: int) -> jax.Array:
+def power_basis_kmajor(u: jax.Array, degree: int) -> jax.Array:
     """``(..., n) -> (..., degree + 1, n)``, ``out[..., i, :] = u ** i``."""
     # Binary exponentiation on the whole block at once: term i multiplies u^(2^b) for every
     # set bit b of i. About log2(degree) elementwise steps over one array, which XLA fuses
@@ -78,10 +78,10 @@ def _power_basis_kmajor(u: jax.Array, degree: int) -> jax.Array:
     return out
 
 
-@_power_basis_kmajor.defjvp
+@power_basis_kmajor.defjvp
 def _power_basis_kmajor_jvp(degree, primals, tangents):
     (u,), (du,) = primals, tangents
-    powers = _power_basis_kmajor(u, degree)
+    powers = power_basis_kmajor(u, degree)
     derivative = jnp.concatenate(  # d/du u^i = i u^(i-1)
         [jnp.zeros_like(powers[..., :1, :]), powers[..., :-1, :] * _exponents(u, degree)], axis=-2
     )
@@ -89,21 +89,21 @@ def _power_basis_kmajor_jvp(degree, primals, tangents):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _positive_powers_kmajor(u: jax.Array, degree: int) -> jax.Array:
+def positive_powers_kmajor(u: jax.Array, degree: int) -> jax.Array:
     """``(..., n) -> (..., degree, n)``: ``u^1 .. u^degree`` (the power basis without ``u^0``)."""
-    return _power_basis_kmajor(u, degree)[..., 1:, :]
+    return power_basis_kmajor(u, degree)[..., 1:, :]
 
 
-@_positive_powers_kmajor.defjvp
+@positive_powers_kmajor.defjvp
 def _positive_powers_kmajor_jvp(degree, primals, tangents):
     # d/du u^i = i u^(i-1): the powers 0 .. degree-1, scaled; one elementwise expression
     # (no concatenation with the constant term's zero row), which XLA can fuse into the
     # backward kernels that consume it instead of writing it out.
     (u,), (du,) = primals, tangents
-    value = _positive_powers_kmajor(u, degree)
+    value = positive_powers_kmajor(u, degree)
     if degree == 0:  # no terms
         return value, value
-    return value, _power_basis_kmajor(u, degree - 1) * _exponents(u, degree) * du[..., None, :]
+    return value, power_basis_kmajor(u, degree - 1) * _exponents(u, degree) * du[..., None, :]
 
 
 def _exponents(u: jax.Array, degree: int) -> jax.Array:
@@ -188,7 +188,7 @@ def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
     order = int(order)
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
-    xp = _namespace(x, grid)
+    xp = array_namespace(x, grid)
     grid = xp.asarray(grid, dtype=x.dtype)
     if grid.ndim == 1:
         grid = xp.broadcast_to(grid, (x.shape[-1], grid.shape[0]))
@@ -199,10 +199,10 @@ def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
         )
     if xp is np:  # the plain recursion: nothing to differentiate on the host
         return np.swapaxes(_cox_de_boor_kmajor(x, np.swapaxes(grid, 0, 1), order), -1, -2)
-    return jnp.swapaxes(_bspline_kmajor(x, grid, order), -1, -2)
+    return jnp.swapaxes(bspline_kmajor(x, grid, order), -1, -2)
 
 
-def _namespace(*arrays):
+def array_namespace(*arrays):
     """``numpy`` when every argument is a NumPy array (host maths, nothing compiled), else
     ``jax.numpy``: the grid maths is written once for both."""
     return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
@@ -210,7 +210,7 @@ def _namespace(*arrays):
 
 def _inverse_spans(knots: jax.Array, p: int) -> jax.Array:
     """``1 / (t[j + p] - t[j])`` along axis 0 of ``knots``, ``0`` where the span is empty."""
-    xp = _namespace(knots)
+    xp = array_namespace(knots)
     span = knots[p:] - knots[:-p]
     nonzero = span != 0
     return xp.where(nonzero, 1.0 / xp.where(nonzero, span, 1.0), 0.0)
@@ -267,7 +267,7 @@ def _bspline_kmajor_t_jvp(order, primals, tangents):
     return value, out
 
 
-def _bspline_kmajor(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
+def bspline_kmajor(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
     """:func:`bspline_basis` in the layer layout ``(..., n_knots - order - 1, n_in)``.
 
     ``grid`` is ``(n_in, n_knots)``. The derivative in ``x`` is analytic (B-spline
@@ -304,10 +304,10 @@ def uniform_bspline_basis(
         raise ValueError(f"order must be >= 0, got {order}")
     if num_basis < 1:
         raise ValueError(f"num_basis must be >= 1, got {num_basis}")
-    return jnp.swapaxes(_uniform_bspline_kmajor(x, start, step, num_basis, order), -1, -2)
+    return jnp.swapaxes(uniform_bspline_kmajor(x, start, step, num_basis, order), -1, -2)
 
 
-def _uniform_bspline_kmajor(x, start, step, num_basis: int, order: int) -> jax.Array:
+def uniform_bspline_kmajor(x, start, step, num_basis: int, order: int) -> jax.Array:
     """:func:`uniform_bspline_basis` in the internal ``(..., num_basis, n_in)`` layout."""
     x = jnp.asarray(x)
     shape = (1,) * (x.ndim - 1) + (-1,)

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from kanjax.nn import inputs_of_layers, regrid_layers
+from kanjax.regrid import inputs_of_layers, regrid_layers
 
 __all__ = ["EpochSpec", "batch_indices", "build_epoch", "flattener", "layer_groups", "shuffle"]
 

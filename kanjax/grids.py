@@ -50,7 +50,7 @@ def grid_from_samples(
         raise ValueError(f"order must be >= 0, got {order}")
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n_samples, n_in), got {x.shape}")
-    xp = basis_lib._namespace(x)
+    xp = basis_lib.array_namespace(x)
     xs = xp.sort(x, axis=0)
     lo, hi = xs[0], xs[-1]
     width = hi - lo
@@ -96,7 +96,7 @@ def fit_coefficients(
     Returns:
       ``(n_in, n_out, n_knots - k - 1)`` coefficients.
     """
-    xp = basis_lib._namespace(x, targets, grid)
+    xp = basis_lib.array_namespace(x, targets, grid)
     b = basis_lib.bspline_basis(x, grid, order)  # (n, in, K)
     bt = xp.transpose(b, (1, 2, 0))  # (in, K, n): batched matmuls (BLAS on the host too)
     gram = bt @ xp.transpose(b, (1, 0, 2))  # (in, K, K)

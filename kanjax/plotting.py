@@ -18,11 +18,12 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from kanjax.history import History
 from kanjax.nn import KAN, KANLayer
-from kanjax.pruning import _layer_views
-from kanjax.training import History
+from kanjax.pruning import layer_views
 
 __all__ = ["plot_network", "plot_layer", "plot_loss", "plot_grad_norms"]
 
@@ -137,7 +138,6 @@ def _check_positive(name: str, value) -> float:
 
 
 def _check_real(what: str, x) -> None:
-    import numpy as np
 
     if x.dtype == object or np.iscomplexobj(x) or not (
             np.issubdtype(x.dtype, np.number) or x.dtype == bool):
@@ -147,7 +147,6 @@ def _check_real(what: str, x) -> None:
 
 def _check_layer_samples(layer, x) -> None:
     """Refuse ``x`` that is not ``(n, n_in)`` finite real samples of ``layer``, saying how to get them."""
-    import numpy as np
 
     n_in = layer.in_features
     _check_real("plot_layer", x)
@@ -179,7 +178,6 @@ def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 20
       Masked (pruned) edges get an empty panel marked "masked"; edges marked symbolic by
       the layer's ``sym_mask`` are drawn in red.
     """
-    import numpy as np
 
     if not isinstance(layer, KANLayer):
         raise TypeError(f"plot_layer needs a kanjax.KANLayer, got {type(layer).__name__}; for "
@@ -222,7 +220,6 @@ def plot_layer(layer, x, path: str | os.PathLike | None = None, *, num: int = 20
 
 def _as_bool_edges(value, layer, name: str):
     """``value`` (array or NNX variable) as a boolean ``(n_in, n_out)`` array; None: all False."""
-    import numpy as np
 
     shape = (layer.in_features, layer.out_features)
     if value is None:
@@ -244,7 +241,6 @@ def _edge_masks(layer):
 
 def _symbolic_name(layer, p: int, q: int) -> str | None:
     """The name of edge ``(p, q)``'s symbolic function, when the layer records one."""
-    import numpy as np
 
     names = getattr(layer, "sym_names", None)
     if names is None:
@@ -307,48 +303,67 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
       The figure. The insets are ``ax.child_axes`` labelled ``"phi[l](p,q)"``; their
       single line holds the sample points and ``phi_qp`` there.
     """
-    import numpy as np
-    from matplotlib.collections import LineCollection
-    from matplotlib.colors import to_rgba
-
     if not isinstance(model, KAN):
         raise TypeError(f"plot_network needs a kanjax.KAN, got {type(model).__name__}")
     layers = list(model.layers)
     widths = [layers[0].in_features] + [layer.out_features for layer in layers]
-    x = np.asarray(x)
-    _check_real("plot_network", x)
-    if x.ndim != 2 or x.shape[1] != widths[0] or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, {widths[0]}) with n >= 1 for this model, "
-                         f"got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains non-finite values (nan or inf); every sample must be finite")
+    x = _check_network_samples(x, widths[0])
     in_vars = _check_names("in_vars", in_vars, widths[0], "x")
     out_vars = _check_names("out_vars", out_vars, widths[-1], "y")
     scale, beta = _check_positive("scale", scale), _check_positive("beta", beta)
     max_points = _check_count("max_points", max_points, 2)
     _check_path(path)
 
-    # --- numbers: one compiled program (per model structure) for all layers
+    curves, edges = _network_numbers(model, x, beta, max_points)
+    slots = max(1, max(len(e[0]) for e in edges))
+    fig, ax, geometry = _network_axes(ax, scale, slots, len(layers), title)
+    node_x = [(np.arange(n) + 0.5) / n for n in widths]
+    font = 10 * min(scale, 1.5)
+    _draw_edges(ax, layers, curves, edges, node_x, geometry, scale, font)
+    for l, xs in enumerate(node_x):
+        ax.scatter(xs, np.full(len(xs), float(l)), s=28 * min(scale, 1.5) ** 2, c="black",
+                   zorder=3, linewidths=0)
+    for xv, label in zip(node_x[0], in_vars):
+        ax.text(xv, -0.12, label, ha="center", va="top", fontsize=font)
+    for xv, label in zip(node_x[-1], out_vars):
+        ax.text(xv, len(layers) + 0.12, label, ha="center", va="bottom", fontsize=font)
+    if title:
+        ax.set_title(title, fontsize=1.2 * font)
+    return _finish(fig, path)
+
+
+def _check_network_samples(x, n_in: int) -> np.ndarray:
+    x = np.asarray(x)
+    _check_real("plot_network", x)
+    if x.ndim != 2 or x.shape[1] != n_in or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n, {n_in}) with n >= 1 for this model, "
+                         f"got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains non-finite values (nan or inf); every sample must be finite")
+    return x
+
+
+def _network_numbers(model, x: np.ndarray, beta: float, max_points: int):
+    """Per layer: the sorted sample points and ``phi`` there (one compiled program for all
+    layers), and the drawn edges ``(k, 2)`` with their opacities and symbolic flags."""
     ranks = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], max_points)).round())
     # the sorted samples at those ranks ("nearest" quantiles hit them exactly)
     q = jnp.asarray(ranks / max(x.shape[0] - 1, 1), jnp.float32)
     per_layer = jax.device_get(
-        _layer_views(model, jnp.asarray(x, layers[0].param_dtype), q, "nearest"))
-    scores = [score for score, _, _ in per_layer]
-    curves = [(points, phi) for _, points, phi in per_layer]
-
-    edges, alphas, symbolic = [], [], []
-    for layer, score in zip(layers, scores):
+        layer_views(model, jnp.asarray(x, model.layers[0].param_dtype), q, "nearest"))
+    curves, edges = [], []
+    for layer, (score, points, phi) in zip(model.layers, per_layer):
         drawn, sym = _edge_masks(layer)
         top = float(score[drawn].max()) if drawn.any() else 0.0
         alpha = np.tanh(beta * score / top) if top > 0 else np.zeros_like(score)
-        edges.append(np.argwhere(drawn))  # (k, 2), p-major
-        alphas.append(np.clip(alpha, 0.05, 1.0))
-        symbolic.append(sym)
+        curves.append((points, phi))
+        edges.append((np.argwhere(drawn), np.clip(alpha, 0.05, 1.0), sym))  # p-major
+    return curves, edges
 
-    # --- geometry: x in [0, 1], layer l's nodes at height l, insets at l + 1/2
-    n_layers = len(layers)
-    slots = max(1, max(len(e) for e in edges))
+
+def _network_axes(ax, scale: float, slots: int, n_layers: int, title):
+    """``(fig, ax, (inset_w, inset_h))``: layer l's nodes at height l, insets at l + 1/2,
+    x in [0, 1]; a new figure sized to the widest layer unless ``ax`` is given."""
     if ax is None:
         width_in = scale * float(np.clip(0.45 * slots, 5.0, 28.0))
         inset_w_in = min(0.82 * width_in / slots, 1.1 * scale)
@@ -369,13 +384,17 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
     ax.set_axis_off()
     inset_w = min(0.82 / slots, 1.1 * scale / ax_w_in)  # data units
     inset_h_in = float(np.clip(inset_w * ax_w_in, 0.3 * scale, 0.8 * scale))
-    inset_h = min(inset_h_in * (y_hi - y_lo) / ax_h_in, 0.6)
-    node_x = [(np.arange(n) + 0.5) / n for n in widths]
-    font = 10 * min(scale, 1.5)
+    return fig, ax, (inset_w, min(inset_h_in * (y_hi - y_lo) / ax_h_in, 0.6))
 
+
+def _draw_edges(ax, layers, curves, edges, node_x, geometry, scale: float, font: float) -> None:
+    """Each drawn edge: a line from its input node through its inset to its output node."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgba
+
+    inset_w, inset_h = geometry
     segments, colors = [], []
-    for l, (layer_edges, alpha, sym) in enumerate(zip(edges, alphas, symbolic)):
-        points, phi = curves[l]
+    for l, ((layer_edges, alpha, sym), (points, phi)) in enumerate(zip(edges, curves)):
         centres = (np.arange(len(layer_edges)) + 0.5) / max(len(layer_edges), 1)
         for (p, q), cx in zip(layer_edges, centres):
             color = _SYMBOLIC_COLOR if sym[p, q] else _SPLINE_COLOR
@@ -386,25 +405,19 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
             inset = ax.inset_axes((cx - inset_w / 2, l + 0.5 - inset_h / 2, inset_w, inset_h),
                                   transform=ax.transData, label=f"phi[{l}]({p},{q})")
             inset.plot(points[:, p], phi[:, p, q], color=color, alpha=a, lw=1.2 * min(scale, 1.5))
-            inset.set_xticks([])
-            inset.set_yticks([])
-            inset.set_facecolor("none")
-            for spine in inset.spines.values():
-                spine.set_edgecolor(color)
-                spine.set_alpha(a)
-                spine.set_linewidth(0.6)
+            _style_inset(inset, color, a)
             name = _symbolic_name(layers[l], p, q) if sym[p, q] else None
             if name:
                 inset.set_title(name, fontsize=0.7 * font, color=color, alpha=a, pad=1.5)
     ax.add_collection(LineCollection(segments, colors=[to_rgba(c, a) for c, a in colors],
                                      linewidths=0.8 * min(scale, 1.5), zorder=1))
-    for l, xs in enumerate(node_x):
-        ax.scatter(xs, np.full(len(xs), float(l)), s=28 * min(scale, 1.5) ** 2, c="black",
-                   zorder=3, linewidths=0)
-    for xv, label in zip(node_x[0], in_vars):
-        ax.text(xv, -0.12, label, ha="center", va="top", fontsize=font)
-    for xv, label in zip(node_x[-1], out_vars):
-        ax.text(xv, n_layers + 0.12, label, ha="center", va="bottom", fontsize=font)
-    if title:
-        ax.set_title(title, fontsize=1.2 * font)
-    return _finish(fig, path)
+
+
+def _style_inset(inset, color, alpha: float) -> None:
+    inset.set_xticks([])
+    inset.set_yticks([])
+    inset.set_facecolor("none")
+    for spine in inset.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_alpha(alpha)
+        spine.set_linewidth(0.6)

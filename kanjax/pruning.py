@@ -23,8 +23,8 @@ from kanjax.nn import (
     SplineGrid,
     SymbolicIndex,
     SymbolicMask,
-    inputs_of_layers,
 )
+from kanjax.regrid import inputs_of_layers
 
 __all__ = ["edge_importance", "node_importance", "attribution", "prune", "layer_inputs"]
 
@@ -75,7 +75,7 @@ def edge_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
     ``x``: finite samples, shape ``(..., model.in_features)``, at least one.
     """
     x = _check_samples("edge_importance", model, x)
-    views = _layer_views(model, _as_input(model, x), jnp.zeros((1,)), "nearest")
+    views = layer_views(model, _as_input(model, x), jnp.zeros((1,)), "nearest")
     return [np.asarray(a) for a, _, _ in views]
 
 
@@ -97,7 +97,7 @@ def layer_inputs(model: KAN, x: jax.Array) -> list[jax.Array]:
 
 
 @functools.partial(nnx.jit, static_argnums=3)
-def _layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
+def layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
     """Per layer ``(A, points, phi)`` from one pass of the samples ``h`` through the model.
 
     ``A (n_in, n_out)`` is the edge importance (mean ``|phi_qp|`` over the samples);

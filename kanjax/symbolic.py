@@ -40,7 +40,7 @@ from kanjax.checks import check_int
 from kanjax.compiling import compile_program
 from kanjax.formula import LayeredFormula, layered_formula, symbolic_formula
 from kanjax.nn import KAN, KANLayer
-from kanjax.pruning import _layer_views
+from kanjax.pruning import layer_views
 from kanjax.snapping import refine_constants
 
 __all__ = [
@@ -327,7 +327,7 @@ def _all_edge_samples(model: KAN, x, num_samples: int = _NUM_SAMPLES):
     ``ys (S, n_in, n_out)``."""
     h = _check_data(model, x)
     q = jnp.linspace(0.0, 1.0, num_samples)
-    return [(np.asarray(xs), np.asarray(ys)) for _, xs, ys in _layer_views(model, h, q, "linear")]
+    return [(np.asarray(xs), np.asarray(ys)) for _, xs, ys in layer_views(model, h, q, "linear")]
 
 
 def _edge_samples(model: KAN, x, layer: int, num_samples: int = _NUM_SAMPLES):
@@ -352,7 +352,7 @@ def suggest_symbolic(model: KAN, x, layer: int, i: int, j: int, *, library=None,
     top_k = check_int("top_k", top_k, 1)
     library = _library(library)
     lyr = _check_layer_index(model, layer)
-    lyr._check_edge(i, j)
+    lyr.check_edge(i, j)
     xs, ys = _edge_samples(model, x, layer)
     names, theta, r2 = fit_edges(xs[:, i], ys[:, i, j], library, **fit_kwargs)
     x_range = float(xs[-1, i] - xs[0, i])
@@ -369,7 +369,7 @@ def fix_symbolic(model: KAN, layer: int, i: int, j: int, name: str, x=None, *, a
     """
     _check_model(model)
     lyr = _check_layer_index(model, layer)
-    lyr._check_edge(i, j)
+    lyr.check_edge(i, j)
     functions_lib.get_function(name)
     if affine is not None:
         lyr.set_symbolic(i, j, name, affine)
@@ -435,5 +435,5 @@ def auto_symbolic(model: KAN, x, *, library=None, r2_threshold: float = 0.99,
     for li, lyr in enumerate(model.layers):  # one assignment per layer
         mine = [(i, j, s.name, s.affine) for (l2, i, j), s in fixed.items() if l2 == li]
         if mine:
-            lyr._set_symbolic_edges(*zip(*mine))
+            lyr.set_symbolic_edges(*zip(*mine))
     return fixed

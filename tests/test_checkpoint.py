@@ -10,8 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from checkpoint_util import (assert_same_model, dict_positions, get_at, read_item, set_at,
-                             string_positions, write_item, x_like)
+from checkpoint_util import (
+    assert_same_model,
+    dict_positions,
+    get_at,
+    read_item,
+    set_at,
+    string_positions,
+    write_item,
+    x_like,
+)
 from flax import nnx
 
 import kanjax

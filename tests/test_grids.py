@@ -56,12 +56,12 @@ def test_grid_maths_on_host_arrays_equals_jax_and_numpy_quantiles(rng):
 
 
 def test_refit_on_the_host_equals_the_compiled_refit(monkeypatch):
-    from kanjax import nn as nn_lib
+    from kanjax import regrid as regrid_lib
 
     x = jax.random.uniform(jax.random.key(5), (300, 2), minval=-1, maxval=1)
 
     def refined(host_limit):
-        monkeypatch.setattr(nn_lib, "_HOST_REFIT_MAX_FLOPS", host_limit)
+        monkeypatch.setattr(regrid_lib, "HOST_REFIT_MAX_FLOPS", host_limit)
         model = kanjax.KAN([2, 3, 2], basis="bspline", grid_size=4, rngs=nnx.Rngs(0))
         model.refine(9, x, grid_eps=0.3, margin=0.1)
         return model
@@ -266,7 +266,8 @@ def test_layer_inputs_write_nothing_back_into_the_model():
     # Grid schedules call this from a background thread on stand-ins that share variables
     # with the model being trained; writing state back (as nnx.jit does) could put stale
     # values into the trained model.
-    from kanjax.nn import _layer_inputs, inputs_of_layers
+    from kanjax.regrid import inputs_of_layers
+    from kanjax.regrid import layer_inputs_compiled as _layer_inputs
 
     model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=4, rngs=nnx.Rngs(0))
     x = jax.random.uniform(jax.random.key(1), (50, 2), minval=-1, maxval=1)

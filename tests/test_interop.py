@@ -14,7 +14,6 @@ import jax.numpy as jnp  # noqa: E402
 import kanjax  # noqa: E402
 from kanjax.interop import from_pykan  # noqa: E402
 
-
 # One batch size throughout: kanjax runs these models eagerly, and XLA compiles each
 # primitive once per shape, so a single shape keeps the file fast.
 _N = 256
