@@ -70,8 +70,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
 
-    import flax
     from importlib.metadata import version
+
+    import flax
 
     model = kanjax.KAN(widths, grid_size=args.grid_size, rngs=nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)

@@ -26,7 +26,8 @@ from kanjax.demo import seed_data
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--basis", default="taylor", choices=["taylor", "bspline"])

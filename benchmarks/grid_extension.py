@@ -85,7 +85,8 @@ def grid_extension(widths, grids, steps, seed=0, optimizer="lm", grid_eps=0.02, 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, nargs="+", default=[60, 40, 20, 10],
                         help="per grid (one value for all, or one per grid): at most this many LM "
                              "iterations or L-BFGS steps (full batch), or Adam epochs (4 steps "

@@ -244,7 +244,8 @@ def accuracy(model, problem: dict, epochs: int, n_train: int, seed: int = 0) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--models", nargs="+", default=["kan-bspline", "kan-taylor", "mlp", "mlp-matched"])
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
@@ -270,7 +271,8 @@ def main(argv=None) -> int:
     dtype = jnp.dtype(args.dtype)
     compute = None if args.dtype == "float32" else dtype
     matmul_rate = matmul_timer(args.matmul_n, dtype=dtype)
-    header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), compute {args.dtype} | jax {jax.__version__}, "
+    header = (f"device: {jax.devices()[0]} ({jax.default_backend()}), compute {args.dtype} "
+              f"| jax {jax.__version__}, "
               f"flax {flax.__version__}, optax {optax.__version__}, kanjax {kanjax.__version__}, "
               f"python {platform.python_version()} | {os.cpu_count()} CPUs")
     print("# KAN vs MLP training-step benchmark\n")

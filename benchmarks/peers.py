@@ -65,10 +65,11 @@ which at medium is large (tens of thousands of page faults per step with glibc's
 figures in ``benchmarks/PERF.md``). ``retain`` sets
 ``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` in every subprocess so that freed
 memory stays in the process for reuse (a preloaded allocator such as tcmalloc or jemalloc
-would be another way; not measured here). kanjax's epoch is one compiled program per ``--block`` steps with little working memory
-per step, and its step time did not change. Which setting is fair depends on the machine a
-user runs on, so ``benchmarks/PERF.md`` reports both. The header says which allocator settings the
-subprocesses ran with, inherited ones included.
+would be another way; not measured here). kanjax's epoch is one compiled program per
+``--block`` steps with little working memory per step, and its step time did not change.
+Which setting is fair depends on the machine a user runs on, so ``benchmarks/PERF.md``
+reports both. The header says which allocator settings the subprocesses ran with, inherited
+ones included.
 
 Limits: a measurement phase that runs past ``--max-seconds`` (a build, a compile, the first
 step) is killed and reported as ``timeout``; the timed blocks are shrunk (fewer steps per block,
@@ -671,7 +672,8 @@ def run_child(impl: str, problem: str, args, workdir: str) -> dict:
     threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)),
                      daemon=True).start()
     log: list[str] = []
-    phase, deadline = "import", time.monotonic() + max(300.0, args.max_seconds)
+    deadline_s = max(300.0, args.max_seconds)
+    phase, deadline = "import", time.monotonic() + deadline_s
     result, partial = None, {}
     while True:
         try:
@@ -693,8 +695,8 @@ def run_child(impl: str, problem: str, args, workdir: str) -> dict:
             deadline = time.monotonic() + deadline_s
         elif msg["event"] == "done":
             partial = msg.get("partial") or partial
-            phase, deadline = "after " + msg["name"], time.monotonic() + max(300.0, args.max_seconds)
             deadline_s = max(300.0, args.max_seconds)
+            phase, deadline = "after " + msg["name"], time.monotonic() + deadline_s
         elif msg["event"] == "result":
             result = msg["result"]
         elif msg["event"] == "error":
@@ -757,15 +759,16 @@ def merge_rounds(runs: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement")
     parser.add_argument("--min-seconds", type=float, default=2.0,
-                        help="time more blocks (up to %d times --repeats) where --repeats blocks "
+                        help=f"time more blocks (up to {MAX_EXTEND} times --repeats) where --repeats blocks "
                              "take less than this, so that fast and slow rows are timed over "
-                             "similar stretches of a shared machine's load" % MAX_EXTEND)
+                             f"similar stretches of a shared machine's load")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="limit for one phase (build, compile, the first step) and budget for "
                              "the timed blocks of one measurement")
@@ -806,10 +809,12 @@ def main(argv=None) -> int:
     not_installed = sorted({n for n, v in vers.items() if v is None})
     if not_installed:
         print(f"not installed: {', '.join(not_installed)}")
-    print(f"settings: float32, MSE + Adam(lr={LEARNING_RATE:g}); B-spline G={GRID_SIZE}, k={ORDER} on [-1, 1]; "
+    print(f"settings: float32, MSE + Adam(lr={LEARNING_RATE:g}); "
+          f"B-spline G={GRID_SIZE}, k={ORDER} on [-1, 1]; "
           f"block {args.block} steps x {args.repeats} timed blocks after warm-up (more, up to "
           f"{MAX_EXTEND}x, until they cover --min-seconds {args.min_seconds:g}; shrunk to fit "
-          f"--max-seconds {args.max_seconds:g}; a row that differs says (blocks x steps)); one subprocess per row, RLIMIT_DATA "
+          f"--max-seconds {args.max_seconds:g}; a row that differs says (blocks x steps)); "
+          f"one subprocess per row, RLIMIT_DATA "
           f"{args.max_memory_gb:g} GiB; ratios are peer / kanjax of the same family and driver "
           f"(the vs column; see --help); "
           f"mem ratio uses RSS steady\n", flush=True)
@@ -862,7 +867,8 @@ def main(argv=None) -> int:
                     step += f" ({r['repeats']}x{r['block']})"
                 print(f"| {name} | {impl} | {r.get('device', '-')} | {r.get('config', '-')} "
                       f"| {fmt(r.get('params'), 'd')} | {fmt(r.get('compile_s'), '.2f')} "
-                      f"| {fmt(r.get('first_step_s'), '.3f')} | {step} | {fmt(r.get('samples_per_s'), '.3g')} "
+                      f"| {fmt(r.get('first_step_s'), '.3f')} | {step} "
+                      f"| {fmt(r.get('samples_per_s'), '.3g')} "
                       f"| {r['reference'] or '-'} "
                       f"| {fmt(r['step_vs_kanjax'], '.2f', '-')}{'x' if r['step_vs_kanjax'] else ''} "
                       f"| {fmt(r.get('rss_peak_mb'), '.1f')} | {fmt(r.get('rss_steady_mb'), '.1f')} "

@@ -41,7 +41,8 @@ def run_once(basis: str, seed: int, epochs: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--basis", nargs="+", default=["taylor", "bspline"])
     parser.add_argument("--repeats", type=int, default=3, help="runs per basis (seeds 0..n-1)")
     parser.add_argument("--epochs", type=int, default=200)
@@ -59,20 +60,25 @@ def main(argv=None) -> int:
     s = first["settings"]
     print(f"settings: widths {s['widths']}, {args.epochs} epochs, batch {s['batch_size']}, "
           f"lr {s['learning_rate']} (Adam + cosine), {s['n_train']} train / {s['n_test']} test\n")
-    print("| basis | params | test MSE (median / worst) | train MSE (median) | train() s incl. compile (median / worst) | compile s (median) | whole command s (median / worst) |")
+    print("| basis | params | test MSE (median / worst) | train MSE (median) "
+          "| train() s incl. compile (median / worst) | compile s (median) "
+          "| whole command s (median / worst) |")
     print("|---|---|---|---|---|---|---|")
     ok = True
     for basis, rs in runs.items():
-        col = lambda k: [r[k] for r in rs]  # noqa: E731
+        col = {k: [r[k] for r in rs] for k in rs[0] if isinstance(rs[0][k], (int, float))}
         med, worst = statistics.median, max
-        print(f"| {basis} | {rs[0]['num_params']} | {med(col('test_mse')):.2e} / {worst(col('test_mse')):.2e} "
-              f"| {med(col('train_mse')):.2e} | {med(col('train_seconds')):.2f} / {worst(col('train_seconds')):.2f} "
-              f"| {med(col('compile_seconds')):.2f} | {med(col('command_seconds')):.2f} / {worst(col('command_seconds')):.2f} |")
+        print(f"| {basis} | {rs[0]['num_params']} "
+              f"| {med(col['test_mse']):.2e} / {worst(col['test_mse']):.2e} "
+              f"| {med(col['train_mse']):.2e} "
+              f"| {med(col['train_seconds']):.2f} / {worst(col['train_seconds']):.2f} "
+              f"| {med(col['compile_seconds']):.2f} "
+              f"| {med(col['command_seconds']):.2f} / {worst(col['command_seconds']):.2f} |")
         t = TARGETS.get(basis, {})
         if not args.quick:
-            checks = [("test MSE", worst(col("test_mse")), t.get("test_mse")),
-                      ("train() s", med(col("train_seconds")), t.get("train_seconds")),
-                      ("command s", med(col("command_seconds")), t.get("command_seconds"))]
+            checks = [("test MSE", worst(col["test_mse"]), t.get("test_mse")),
+                      ("train() s", med(col["train_seconds"]), t.get("train_seconds")),
+                      ("command s", med(col["command_seconds"]), t.get("command_seconds"))]
             for name, value, bound in checks:
                 if bound is not None:
                     passed = value <= bound

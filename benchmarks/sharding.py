@@ -50,7 +50,7 @@ def child(args) -> int:
     (n1, (h1, t1, e1)), (n2, (h2, t2, e2)) = runs.items()
     print("| run | compile s | median epoch s | losses |")
     print("|---|---|---|---|")
-    for name, (h, total, ep) in runs.items():
+    for name, (h, _total, ep) in runs.items():
         print(f"| {name} | {h.config['compile_time']:.2f} | {np.median(ep[1:] if len(ep) > 1 else ep):.3f} "
               f"| {', '.join(f'{v:.6e}' for v in h.train_loss)} |")
     diff = max(abs(a - b) / abs(a) for a, b in zip(h1.train_loss, h2.train_loss))

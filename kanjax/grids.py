@@ -2,8 +2,9 @@
 
 Everything here is a pure function of arrays (jit-, vmap- and grad-safe, no loop over
 edges). Given NumPy arrays the same code runs with NumPy on the host (float64, nothing
-compiled), which is how small refits avoid a compile per grid shape. The module-level operations built on them (``KANLayer.update_grid``,
-``KANLayer.refine``, ``KAN.update_grid``, ``KAN.refine``) live in :mod:`kanjax.nn`.
+compiled), which is how small refits avoid a compile per grid shape. The module-level
+operations built on them (``KANLayer.update_grid``, ``KANLayer.refine``, ``KAN.update_grid``,
+``KAN.refine``) live in :mod:`kanjax.kanlayer` and :mod:`kanjax.nn`.
 
 * :func:`grid_from_samples` - knots that follow the data: a blend of the per-input
   percentile grid and the uniform min-max grid (the KAN paper's ``grid_eps``), extended by

@@ -206,7 +206,7 @@ class KANLayer(nnx.Module):
         return config
 
     @classmethod
-    def from_config(cls, config, *, rngs: nnx.Rngs) -> "KANLayer":
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> KANLayer:
         """A layer with the structure ``config`` describes (arrays freshly initialised).
 
         Meant to run under ``nnx.eval_shape`` to obtain the abstract layer whose arrays a
@@ -454,21 +454,21 @@ class KANLayer(nnx.Module):
 # function object per configuration, so a compiled program sees the same static callable.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _taylor_nonconstant(squash, degree: int):
     def basis(x):  # powers u^1 .. u^degree of u = squash(x)
         return basis_lib.positive_powers_kmajor(basis_lib.squash(x, squash), degree)
     return basis
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _uniform_bspline(num_basis: int, order: int):
     def basis(x, start, step):
         return basis_lib.uniform_bspline_kmajor(x, start, step, num_basis, order)
     return basis
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bspline(order: int):
     def basis(x, knots):
         return basis_lib.bspline_kmajor(x, knots, order)

@@ -53,7 +53,7 @@ class KAN(nnx.Module):
         return {"widths": list(self.widths), "layers": [layer.config() for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config, *, rngs: nnx.Rngs) -> "KAN":
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> KAN:
         """A KAN with the structure ``config`` describes (arrays freshly initialised);
         :class:`kanjax.schema.ConfigError` for a config that breaks the schema."""
         config = schema.check(config, {"widths": "list", "layers": "list"}, "KAN config")
@@ -234,7 +234,7 @@ class MLP(nnx.Module):
                 "param_dtype": schema.dtype_name(first.param_dtype)}
 
     @classmethod
-    def from_config(cls, config, *, rngs: nnx.Rngs) -> "MLP":
+    def from_config(cls, config, *, rngs: nnx.Rngs) -> MLP:
         """An MLP with the structure ``config`` describes (arrays freshly initialised)."""
         config = schema.check(config, {"widths": "list", "activation": "str", "dtype": "str?",
                                        "param_dtype": "str"}, "MLP config")

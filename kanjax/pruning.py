@@ -144,6 +144,10 @@ def attribution(model: KAN, x: jax.Array) -> list[np.ndarray]:
     return out[::-1]
 
 
+def _submatrix(a, *, rows, cols):
+    return jnp.asarray(a)[rows][:, cols]
+
+
 def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
     """A copy of ``model`` without the hidden nodes and edges whose importance is below ``threshold``.
 
@@ -158,7 +162,7 @@ def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
     x = _check_samples("prune", model, x)
     scores = edge_importance(model, x)
     keep = [np.arange(model.widths[0])]
-    for i, nodes in enumerate(node_importance(model, x)):
+    for nodes in node_importance(model, x):
         kept = np.nonzero(nodes > threshold)[0]
         keep.append(kept if kept.size else np.array([int(np.argmax(nodes))]))
     keep.append(np.arange(model.widths[-1]))
@@ -166,7 +170,7 @@ def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
     pruned = nnx.clone(model)
     for i, layer in enumerate(pruned.layers):
         rows, cols = keep[i], keep[i + 1]
-        sub = lambda a: jnp.asarray(a)[rows][:, cols]  # noqa: E731
+        sub = functools.partial(_submatrix, rows=rows, cols=cols)
         layer.w_base = nnx.Param(sub(layer.w_base[...]))
         layer.w_spline = nnx.Param(sub(layer.w_spline[...]))
         layer.coef = nnx.Param(sub(layer.coef[...]))

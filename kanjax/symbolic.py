@@ -264,8 +264,9 @@ def _rank(names, theta, r2, x_range, weight, x=None, y=None):
     A non-polynomial function counts as two units more complex when it is used only near
     one point (``|a| * x_range < 0.3``) or when a quadratic in ``x`` fits ``y`` within
     ``_NOISE_FACTOR`` times its own error ``1 - R^2``: when fits are equivalent within
-    noise, the polynomial reading wins (``x^2``, not ``-23.4 cos(0.29 x) + 23.4``). Fits whose function's guard is
-    active on ``x`` (``1/x`` near 0, ``log`` of negatives) are flagged
+    noise, the polynomial reading wins (``x^2``, not ``-23.4 cos(0.29 x) + 23.4``).
+    Fits whose function's guard is active on ``x`` (``1/x`` near 0, ``log`` of negatives)
+    are flagged
     ``guard_free=False`` and listed after the others. Ties (equal score and complexity,
     e.g. ``sin`` and ``cos`` with a phase) go to the fit with the smaller phase ``|b|``.
     """

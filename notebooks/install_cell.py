@@ -5,7 +5,17 @@
 # as an environment variable, e.g. "git+https://github.com/OWNER/kanjax.git" or a wheel's path.
 KANJAX_SOURCE = ""  #@param {type:"string"}
 
-import importlib, importlib.metadata, importlib.util, json, os, pathlib, re, site, subprocess, sys, sysconfig
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import site
+import subprocess
+import sys
+import sysconfig
 from urllib.parse import unquote, urlparse
 
 

@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent(
     x = jax.random.uniform(jax.random.key(0), (256, 3), minval=-1, maxval=1)
     y = jnp.sin(2 * x[:, :1]) * x[:, 1:2] + x[:, 2:] ** 2
     out = {}
-    for name, mesh in (("one", None), ("auto", "auto"), ("mesh2", Mesh(np.array(jax.devices()[:2]), ("batch",)))):
+    two = Mesh(np.array(jax.devices()[:2]), ("batch",))
+    for name, mesh in (("one", None), ("auto", "auto"), ("mesh2", two)):
         model = kanjax.KAN([3, 6, 1], rngs=nnx.Rngs(0))
         model, h = kanjax.train(model, (x, y), epochs=5, batch_size=64, progress=False, mesh=mesh)
         out[name] = {"loss": h.train_loss, "config": h.config,
