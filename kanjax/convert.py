@@ -82,7 +82,8 @@ def _layer_config(attributes: dict) -> dict[str, Any]:
     config = {"in_features": values["in_features"], "out_features": values["out_features"],
               "basis": values["basis"], "dtype": values["dtype"],
               "param_dtype": values["param_dtype"], "symbolic": values["sym_names"] or [],
-              "use_bias": isinstance(bias, dict) and bias.get("kind") == "variable"}
+              "use_bias": isinstance(bias, dict) and bias.get("kind") == "variable",
+              "mult_nodes": 0, "mult_arity": 2}  # format 1 had no multiplication nodes
     if values["basis"] == "taylor":
         config.update(degree=values["degree"], squash=values["squash"])
     else:

@@ -193,6 +193,15 @@ def _node_expr(arr, q, inputs, keep, exact):
     return sympy.Add(*terms, n(const))
 
 
+def _multiplied(exprs: list, mult: int, arity: int) -> list:
+    """Sum-node expressions, then one product per multiplication node."""
+    import sympy
+
+    n_sum = len(exprs) - arity * mult
+    return exprs[:n_sum] + [sympy.Mul(*exprs[n_sum + arity * j: n_sum + arity * (j + 1)])
+                            for j in range(mult)]
+
+
 def _round(expr, digits):
     import sympy
 
@@ -332,6 +341,7 @@ def layered_formula(model: KAN, var_names: Sequence[str] | None = None, *, x=Non
     for li, arr in enumerate(layers):
         keep = None if keeps is None else keeps[li]
         exprs = [_node_expr(arr, q, h, keep, exact_constants) for q in range(arr.mask.shape[1])]
+        exprs = _multiplied(exprs, arr.mult, arr.arity)
         if simplify and not hostnet.numeric_edges(arr).any():  # closed-form edges only
             exprs = [_maybe_simplify(e, digits, deadline) for e in exprs]
         else:

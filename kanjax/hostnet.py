@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kanjax import functions as functions_lib
+from kanjax import layer as layer_lib
 from kanjax.nn import KAN, KANLayer
 
 __all__ = [
@@ -37,7 +38,8 @@ class LayerArrays(NamedTuple):
     ``mask``/``sym``: ``(n_in, n_out)`` unpruned / symbolic edges; ``w_base``,
     ``w_spline``: ``(n_in, n_out)``; ``coef``: ``(n_in, n_out, K)``; ``bias``: ``(n_out,)``
     (zeros without a bias); ``edges``: ``{(i, j): (name, affine (4,))}`` for the unpruned
-    symbolic edges; ``eps``: the parameter dtype's machine epsilon.
+    symbolic edges; ``eps``: the parameter dtype's machine epsilon; ``mult``/``arity``:
+    the layer's multiplication nodes (see :func:`kanjax.layer.combine_nodes`).
     """
 
     basis: str
@@ -50,6 +52,8 @@ class LayerArrays(NamedTuple):
     bias: np.ndarray
     edges: dict
     eps: float
+    mult: int = 0
+    arity: int = 2
 
 
 def _one_layer(lyr: KANLayer) -> LayerArrays:
@@ -65,7 +69,8 @@ def _one_layer(lyr: KANLayer) -> LayerArrays:
                        np.asarray(lyr.w_base[...], np.float64),
                        np.asarray(lyr.w_spline[...], np.float64),
                        np.asarray(lyr.coef[...], np.float64), bias,
-                       edges, float(np.finfo(lyr.param_dtype).eps))
+                       edges, float(np.finfo(lyr.param_dtype).eps), lyr.mult_nodes,
+                       lyr.mult_arity)
 
 
 def layer_arrays(model: KAN) -> list[LayerArrays]:
@@ -100,7 +105,8 @@ def _silu(h):
 
 
 def layer_forward(arr: LayerArrays, h: np.ndarray, keep=None, digits=None) -> np.ndarray:
-    """One layer on ``h (N, n_in)`` in float64.
+    """One layer's edge sums ``(N, n_out)`` on ``h (N, n_in)`` in float64 (before any
+    multiplication nodes: :func:`forward` combines them).
 
     ``keep``: optional ``(silu (n_in, n_out), powers (n_in, n_out, K))`` booleans: Taylor
     terms to keep (the constant ``k = 0`` terms are always kept). ``digits``: round the
@@ -131,7 +137,8 @@ def forward(layers: list[LayerArrays], x, keeps=None, digits=None, hidden: bool 
     h = np.asarray(x, np.float64).reshape(-1, layers[0].mask.shape[0])
     seen = [h]
     for li, arr in enumerate(layers):
-        h = layer_forward(arr, h, None if keeps is None else keeps[li], digits)
+        h = layer_lib.combine_nodes(layer_forward(arr, h, None if keeps is None else keeps[li],
+                                                  digits), arr.mult, arr.arity)
         seen.append(h)
     return seen if hidden else h
 

@@ -110,9 +110,10 @@ def _check_pykan_model(model) -> list[int]:
     if mult:
         where = ", ".join(f"{n} in layer {l}" for l, n in mult)
         raise NotImplementedError(
-            f"pykan model has multiplication nodes ({where}; width={model.width}); kanjax "
-            "KANs only sum, so only models whose width entries are [n, 0] (or plain ints) "
-            "can be converted"
+            f"pykan model has multiplication nodes ({where}; width={model.width}); their "
+            "conversion (with pykan's node and subnode scales) is not supported, only models "
+            "whose width entries are [n, 0] (or plain ints). Build the model in kanjax "
+            "instead: kanjax.KAN(widths) takes the same [n_sum, n_mult] entries"
         )
     widths = [int(w[0]) + int(w[1]) for w in width]
     input_id = getattr(model, "input_id", None)

@@ -74,7 +74,8 @@ class SplineGrid(nnx.Variable):
     """Knots of a B-spline layer, shape ``(n_in, G + 2k + 1)``: state, not a trainable parameter."""
 
 
-_LAYER_SCHEMA = {"in_features": "int", "out_features": "int", "basis": "str", "use_bias": "bool",
+_LAYER_SCHEMA = {"in_features": "int", "out_features": "int", "mult_nodes": "int",
+                 "mult_arity": "int", "basis": "str", "use_bias": "bool",
                  "dtype": "str?", "param_dtype": "str", "symbolic": "list"}
 _BASIS_SCHEMA = {"taylor": {"degree": "int", "squash": "str?"},
                  "bspline": {"grid_size": "int", "order": "int", "uniform": "bool"}}
@@ -107,6 +108,11 @@ class KANLayer(nnx.Module):
         ``coef_init / sqrt(K)``.
       dtype: compute dtype (``None``: that of the parameters).
       param_dtype: dtype of parameters and grid (default float32).
+      mult_nodes: multiplication nodes (KAN 2.0): the last ``mult_arity * mult_nodes`` of the
+        ``out_features`` edge sums are multiplied in groups of ``mult_arity``, so the layer
+        returns ``out_nodes = out_features - (mult_arity - 1) * mult_nodes`` values (sums
+        first, then products). Edge arrays keep ``out_features`` columns.
+      mult_arity: factors per multiplication node (default 2).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
     """
 
@@ -128,10 +134,14 @@ class KANLayer(nnx.Module):
         coef_init: float = 0.1,
         dtype=None,
         param_dtype=jnp.float32,
+        mult_nodes: int = 0,
+        mult_arity: int = 2,
         rngs: nnx.Rngs,
     ):
         self.in_features = args.check_positive_int("in_features", in_features)
         self.out_features = args.check_positive_int("out_features", out_features)
+        self.mult_nodes, self.mult_arity = args.check_mult_nodes(self.out_features, mult_nodes,
+                                                                 mult_arity)
         if not isinstance(basis, str) or basis not in args.BASES:
             raise ValueError(f"basis must be one of {args.BASES}, got {basis!r}")
         args.check_basis_options(basis, {"degree": degree, "squash": squash, "grid_size": grid_size,
@@ -191,10 +201,11 @@ class KANLayer(nnx.Module):
         Keys: ``in_features``, ``out_features``, ``basis``, ``use_bias``, ``dtype``,
         ``param_dtype``, ``symbolic`` (the names of the closed-form functions the layer
         holds) and, for Taylor layers, ``degree`` and ``squash``, for B-spline layers,
-        ``grid_size``, ``order`` and ``uniform``. Array values (knots, masks,
-        coefficients) are not part of it.
+        ``grid_size``, ``order`` and ``uniform``; ``mult_nodes`` and ``mult_arity``. Array
+        values (knots, masks, coefficients) are not part of it.
         """
         config = {"in_features": self.in_features, "out_features": self.out_features,
+                  "mult_nodes": self.mult_nodes, "mult_arity": self.mult_arity,
                   "basis": self.basis, "use_bias": self.bias is not None,
                   "dtype": schema.dtype_name(self.dtype),
                   "param_dtype": schema.dtype_name(self.param_dtype),
@@ -222,6 +233,7 @@ class KANLayer(nnx.Module):
         try:
             layer = cls(config["in_features"], config["out_features"], basis=basis,
                         use_bias=config["use_bias"], rngs=rngs,
+                        mult_nodes=config["mult_nodes"], mult_arity=config["mult_arity"],
                         dtype=schema.dtype_of(config["dtype"], "layer config.dtype"),
                         param_dtype=schema.dtype_of(config["param_dtype"], "layer config.param_dtype"),
                         **kwargs)
@@ -340,8 +352,17 @@ class KANLayer(nnx.Module):
             )
         return x
 
+    @property
+    def out_nodes(self) -> int:
+        """Values the layer returns: ``out_features`` minus what multiplication merges."""
+        return self.out_features - (self.mult_arity - 1) * self.mult_nodes
+
+    def combine(self, y):
+        """Edge sums ``(..., out_features)`` -> node values ``(..., out_nodes)``."""
+        return layer_lib.combine_nodes(y, self.mult_nodes, self.mult_arity)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        """``(..., n_in) -> (..., n_out)``."""
+        """``(..., n_in) -> (..., out_nodes)`` (``out_features`` without multiplication nodes)."""
         x, (w_base, w_spline, coef), bias = self._cast(self.check_input(x))
         if self.basis == "taylor":
             # u^0 = 1 on every edge: its terms add up to a constant per output, added after
@@ -359,7 +380,7 @@ class KANLayer(nnx.Module):
                                            basis_args=args)
         if self.sym_names:
             y = y + self._symbolic_edges(x).sum(axis=-2)
-        return y
+        return self.combine(y)
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
         """Per-edge values ``phi_qp(x_p)``: ``(..., n_in) -> (..., n_in, n_out)``."""

@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 __all__ = ["kan_layer", "kan_layer_kmajor", "kan_layer_from_basis", "edge_activations",
-           "symbolic_edges"]
+           "symbolic_edges", "combine_nodes"]
 
 
 def kan_layer(
@@ -252,3 +253,24 @@ def symbolic_edges(
     for k, fn in enumerate(fns):
         z = jnp.where((index == k).reshape(lead + index.shape), fn(u), z)
     return c.reshape(lead + c.shape) * z + d.reshape(lead + d.shape)
+
+
+def combine_nodes(y, n_mult: int, arity: int = 2):
+    """Multiplication nodes (KAN 2.0): the last ``arity * n_mult`` outputs multiplied in groups.
+
+    Args:
+      y: a layer's summed outputs, shape ``(..., n_sum + arity * n_mult)``; a JAX or NumPy
+        array (NumPy in, NumPy out).
+      n_mult: number of multiplication nodes (static).
+      arity: inputs per multiplication node (static, >= 2).
+
+    Returns:
+      ``(..., n_sum + n_mult)``: ``y[..., :n_sum]`` unchanged (sum nodes), then node ``j``
+      = ``prod_r y[..., n_sum + arity * j + r]``.
+    """
+    if n_mult == 0:
+        return y
+    xp = np if isinstance(y, np.ndarray) else jnp
+    n_sum = y.shape[-1] - arity * n_mult
+    groups = y[..., n_sum:].reshape(*y.shape[:-1], n_mult, arity)
+    return xp.concatenate([y[..., :n_sum], xp.prod(groups, axis=-1)], axis=-1)

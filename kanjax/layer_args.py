@@ -156,6 +156,17 @@ def check_knots(grid, n_in: int, order: int, dtype) -> tuple[jax.Array, bool]:
     return jnp.asarray(knots, dtype=dtype), uniform
 
 
+def check_mult_nodes(out_features: int, mult_nodes, mult_arity) -> tuple[int, int]:
+    """``(mult_nodes, mult_arity)`` checked against a layer's ``out_features`` edge sums."""
+    arity = check_positive_int("mult_arity", mult_arity, minimum=2)
+    mult = check_positive_int("mult_nodes", mult_nodes, minimum=0)
+    if arity * mult > out_features:
+        raise ValueError(f"mult_nodes={mult} with mult_arity={arity} needs {arity * mult} edge "
+                         f"sums, but out_features={out_features}; pass out_features >= "
+                         f"{arity * mult} (sum nodes + mult_arity * mult_nodes)")
+    return mult, arity
+
+
 def check_widths(widths) -> list[int]:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise TypeError(f"widths must be a sequence of integers, got {widths!r}")
@@ -170,6 +181,29 @@ def check_widths(widths) -> list[int]:
         except (TypeError, ValueError) as err:
             raise type(err)(f"{err} (widths={list(widths)})") from None
     return out
+
+
+def check_kan_widths(widths) -> tuple[list[int], list[int]]:
+    """KAN widths -> ``(nodes, mult)`` per layer of nodes: an entry is a node count or
+    ``[n_sum, n_mult]`` (sum and multiplication nodes, pykan's convention); inputs have no
+    multiplication nodes."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"widths must be a sequence of integers, got {widths!r}")
+    flat, mult = [], []
+    for i, w in enumerate(widths):
+        if isinstance(w, (list, tuple)):
+            if len(w) != 2 or (i == 0 and w[1] != 0):
+                raise ValueError(f"widths[{i}] must be a node count or [n_sum, n_mult]"
+                                 + (" with n_mult = 0 (inputs are not multiplied)" if i == 0
+                                    else "") + f", got {w!r} (widths={list(widths)})")
+            n_sum = check_positive_int(f"widths[{i}][0]", w[0], minimum=0)
+            n_mult = check_positive_int(f"widths[{i}][1]", w[1], minimum=0)
+            flat.append(n_sum + n_mult)
+            mult.append(n_mult)
+        else:
+            flat.append(w)
+            mult.append(0)
+    return check_widths(flat), mult
 
 
 # pykan's names for KAN options, and kanjax's.

@@ -27,7 +27,12 @@ class KAN(nnx.Module):
     """A Kolmogorov-Arnold network: ``KANLayer``s composed left to right.
 
     Args:
-      widths: ``[n_0, n_1, ..., n_L]``, at least two positive integers.
+      widths: ``[n_0, n_1, ..., n_L]``, at least two entries. An entry is a number of nodes
+        or, after the inputs, ``[n_sum, n_mult]``: ``n_sum`` nodes that add their incoming
+        edges and ``n_mult`` multiplication nodes (KAN 2.0), each the product of
+        ``mult_arity`` edge sums. ``model.widths`` holds the node counts
+        (``n_sum + n_mult``), ``model.mult_nodes`` the multiplication nodes per entry.
+      mult_arity: factors per multiplication node (default 2).
       basis, degree, grid_size, order, grid_range, squash, use_bias, dtype, param_dtype and
         the ``*_init`` scales: passed to every :class:`KANLayer`.
       rngs: ``nnx.Rngs``.
@@ -36,15 +41,24 @@ class KAN(nnx.Module):
     parameters (28 edges x (w_base + w_spline + 10 coefficients)).
     """
 
-    def __init__(self, widths: Sequence[int], *, rngs: nnx.Rngs, **layer_kwargs):
-        self.widths = tuple(args.check_widths(widths))
+    def __init__(self, widths: Sequence[int], *, rngs: nnx.Rngs, mult_arity: int = 2,
+                 **layer_kwargs):
+        nodes, mult = args.check_kan_widths(widths)
+        self.widths = tuple(nodes)
         args.check_layer_kwargs(layer_kwargs)
+        arity = args.check_positive_int("mult_arity", mult_arity, minimum=2)
         self.layers = nnx.List(
             [
-                KANLayer(n_in, n_out, rngs=rngs, **layer_kwargs)
-                for n_in, n_out in zip(self.widths[:-1], self.widths[1:])
+                KANLayer(n_in, n_out + (arity - 1) * m, mult_nodes=m, mult_arity=arity,
+                         rngs=rngs, **layer_kwargs)
+                for n_in, n_out, m in zip(nodes[:-1], nodes[1:], mult[1:])
             ]
         )
+
+    @property
+    def mult_nodes(self) -> tuple[int, ...]:
+        """Multiplication nodes per entry of ``widths`` (0 for the inputs)."""
+        return (0, *(layer.mult_nodes for layer in self.layers))
 
     def config(self) -> dict:
         """The network's structure as JSON data: ``{"widths": [...], "layers": [...]}``, each
@@ -59,8 +73,8 @@ class KAN(nnx.Module):
         config = schema.check(config, {"widths": "list", "layers": "list"}, "KAN config")
         layers = [KANLayer.from_config(c, rngs=rngs) for c in config["layers"]]
         widths = config["widths"]
-        chained = [layers[0].in_features] + [layer.out_features for layer in layers] if layers else []
-        if widths != chained or any(a.out_features != b.in_features
+        chained = [layers[0].in_features] + [layer.out_nodes for layer in layers] if layers else []
+        if widths != chained or any(a.out_nodes != b.in_features
                                     for a, b in zip(layers, layers[1:])):
             raise schema.ConfigError(f"KAN config: widths {widths} do not chain the layers' "
                                      f"features {chained}")
@@ -101,7 +115,7 @@ class KAN(nnx.Module):
             total = jnp.sum(a)
             p = a / (total + 1e-12)
             penalty = penalty + l1 * total - entropy * jnp.sum(p * jnp.log(p + 1e-12))
-            x = y
+            x = layer.combine(y)
         return x, penalty
 
     def update_grid(self, x: jax.Array, **kwargs) -> None:

@@ -23,7 +23,7 @@ from flax import nnx
 
 from kanjax.history import History
 from kanjax.nn import KAN, KANLayer
-from kanjax.pruning import layer_views
+from kanjax.pruning import layer_views, node_columns
 
 __all__ = ["plot_network", "plot_layer", "plot_loss", "plot_grad_norms"]
 
@@ -306,7 +306,7 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
     if not isinstance(model, KAN):
         raise TypeError(f"plot_network needs a kanjax.KAN, got {type(model).__name__}")
     layers = list(model.layers)
-    widths = [layers[0].in_features] + [layer.out_features for layer in layers]
+    widths = [layers[0].in_features] + [layer.out_nodes for layer in layers]
     x = _check_network_samples(x, widths[0])
     in_vars = _check_names("in_vars", in_vars, widths[0], "x")
     out_vars = _check_names("out_vars", out_vars, widths[-1], "y")
@@ -321,8 +321,10 @@ def plot_network(model, x, *, in_vars=None, out_vars=None, scale: float = 1.0,
     font = 10 * min(scale, 1.5)
     _draw_edges(ax, layers, curves, edges, node_x, geometry, scale, font)
     for l, xs in enumerate(node_x):
-        ax.scatter(xs, np.full(len(xs), float(l)), s=28 * min(scale, 1.5) ** 2, c="black",
-                   zorder=3, linewidths=0)
+        mult = model.mult_nodes[l]  # multiplication nodes (the last ones) drawn as squares
+        for part, marker in ((xs[:len(xs) - mult], "o"), (xs[len(xs) - mult:], "s")):
+            ax.scatter(part, np.full(len(part), float(l)), s=28 * min(scale, 1.5) ** 2,
+                       c="black", marker=marker, zorder=3, linewidths=0)
     for xv, label in zip(node_x[0], in_vars):
         ax.text(xv, -0.12, label, ha="center", va="top", fontsize=font)
     for xv, label in zip(node_x[-1], out_vars):
@@ -396,11 +398,14 @@ def _draw_edges(ax, layers, curves, edges, node_x, geometry, scale: float, font:
     segments, colors = [], []
     for l, ((layer_edges, alpha, sym), (points, phi)) in enumerate(zip(edges, curves)):
         centres = (np.arange(len(layer_edges)) + 0.5) / max(len(layer_edges), 1)
+        node_of = np.zeros(layers[l].out_features, int)  # edge column -> node it feeds
+        for node, cols in enumerate(node_columns(layers[l])):
+            node_of[cols] = node
         for (p, q), cx in zip(layer_edges, centres):
             color = _SYMBOLIC_COLOR if sym[p, q] else _SPLINE_COLOR
             a = float(alpha[p, q])
             segments.append([(node_x[l][p], l), (cx, l + 0.5 - inset_h / 2)])
-            segments.append([(cx, l + 0.5 + inset_h / 2), (node_x[l + 1][q], l + 1)])
+            segments.append([(cx, l + 0.5 + inset_h / 2), (node_x[l + 1][node_of[q]], l + 1)])
             colors += [(color, a), (color, a)]
             inset = ax.inset_axes((cx - inset_w / 2, l + 0.5 - inset_h / 2, inset_w, inset_h),
                                   transform=ax.transData, label=f"phi[{l}]({p},{q})")

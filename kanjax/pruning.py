@@ -116,11 +116,24 @@ def layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
     return out
 
 
+def node_columns(layer) -> list[np.ndarray]:
+    """For each node a layer outputs, the columns of its edge arrays that feed it: one
+    for a sum node, ``mult_arity`` for a multiplication node."""
+    n_sum = layer.out_features - layer.mult_arity * layer.mult_nodes
+    return ([np.array([q]) for q in range(n_sum)]
+            + [n_sum + layer.mult_arity * j + np.arange(layer.mult_arity)
+               for j in range(layer.mult_nodes)])
+
+
 def node_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
-    """Per hidden layer of nodes, ``min(max incoming score, max outgoing score)``."""
+    """Per hidden layer of nodes, ``min(max incoming score, max outgoing score)`` (incoming:
+    over every edge into the node, the factors' edges for a multiplication node)."""
     scores = edge_importance(model, x)
-    return [np.minimum(scores[i].max(axis=0), scores[i + 1].max(axis=1))
-            for i in range(len(scores) - 1)]
+    out = []
+    for i in range(len(scores) - 1):
+        incoming = np.array([scores[i][:, cols].max() for cols in node_columns(model.layers[i])])
+        out.append(np.minimum(incoming, scores[i + 1].max(axis=1)))
+    return out
 
 
 def attribution(model: KAN, x: jax.Array) -> list[np.ndarray]:
@@ -137,10 +150,14 @@ def attribution(model: KAN, x: jax.Array) -> list[np.ndarray]:
     """
     scores = edge_importance(model, x)
     out = [np.ones(model.widths[-1])]
-    for a in reversed(scores):
+    for layer, a in zip(reversed(model.layers), reversed(scores)):
         a = np.asarray(a, np.float64)
         share = a / np.maximum(a.sum(axis=0, keepdims=True), 1e-30)
-        out.append(share @ out[-1])
+        # a product depends on each factor fully: every factor gets its node's importance
+        per_column = np.zeros(layer.out_features)
+        for node, cols in enumerate(node_columns(layer)):
+            per_column[cols] = out[-1][node]
+        out.append(share @ per_column)
     return out[::-1]
 
 
@@ -169,7 +186,10 @@ def prune(model: KAN, x: jax.Array, *, threshold: float = 1e-2) -> KAN:
 
     pruned = nnx.clone(model)
     for i, layer in enumerate(pruned.layers):
-        rows, cols = keep[i], keep[i + 1]
+        groups = node_columns(layer)
+        rows = keep[i]
+        cols = np.concatenate([groups[node] for node in keep[i + 1]]).astype(int)
+        layer.mult_nodes = int(sum(len(groups[node]) > 1 for node in keep[i + 1]))
         sub = functools.partial(_submatrix, rows=rows, cols=cols)
         layer.w_base = nnx.Param(sub(layer.w_base[...]))
         layer.w_spline = nnx.Param(sub(layer.w_spline[...]))

@@ -113,6 +113,16 @@ row("kan-widths-one", lambda c: kan(c, [2]), ValueError, "at least 2 entries")
 row("kan-widths-empty", lambda c: kan(c, []), ValueError, "at least 2 entries")
 row("kan-widths-zero", lambda c: kan(c, [2, 0, 1]), ValueError, "widths[1] must be >= 1")
 row("kan-widths-negative", lambda c: kan(c, [2, -3, 1]), ValueError, "widths[1] must be >= 1")
+row("kan-mult-inputs", lambda c: kan(c, [[2, 1], 1]), ValueError, "inputs are not multiplied")
+row("kan-mult-triple", lambda c: kan(c, [2, [1, 1, 1], 1]), ValueError, "[n_sum, n_mult]")
+row("kan-mult-negative", lambda c: kan(c, [2, [1, -1], 1]), ValueError, "widths[1][1] must be >= 0")
+row("kan-mult-float", lambda c: kan(c, [2, [1, 0.5], 1]), TypeError, "widths[1][1] must be an integer")
+row("kan-mult-arity-one", lambda c: kan(c, [2, [0, 1], 1], mult_arity=1), ValueError,
+    "mult_arity must be >= 2")
+row("layer-mult-too-many", lambda c: kanjax.KANLayer(2, 3, mult_nodes=2, rngs=c.rngs()), ValueError,
+    "needs 4 edge sums, but out_features=3")
+row("layer-mult-arity-str", lambda c: kanjax.KANLayer(2, 4, mult_arity="2", rngs=c.rngs()),
+    TypeError, "mult_arity must be an integer")
 row("kan-widths-float", lambda c: kan(c, [2, 3.5, 1]), TypeError, "widths[1] must be an integer")
 row("kan-widths-bool", lambda c: kan(c, [2, True, 1]), TypeError, "widths[1] must be an integer")
 row("kan-widths-none", lambda c: kan(c, [2, None]), TypeError, "widths[1] must be an integer")
