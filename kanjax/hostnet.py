@@ -152,7 +152,9 @@ _MAX_PI_DEN = 6  # and multiples p*pi/q with q <= this
 def simple_candidates(v: float, rel: float) -> list[tuple[float, object]]:
     """Simple values within ``rel * max(1, |v|)`` of ``v``, simplest first, as
     ``(value, sympy number)``: integers, then rationals ``p/q`` (``q <= 6``) by
-    denominator, then multiples ``p*pi/q`` (``q <= 6``) by denominator."""
+    denominator, then multiples ``p*pi/q`` (``q <= 6``) by denominator, then ``p/(q*pi)``
+    with ``|p| <= 3`` and ``q <= 6`` (``1/(2*pi)``, ``1/(4*pi)``: frequent in physics; a
+    small numerator keeps such values sparse) by denominator."""
     import sympy
 
     v = float(v)
@@ -170,6 +172,12 @@ def simple_candidates(v: float, rel: float) -> list[tuple[float, object]]:
         if p != 0 and abs(val - v) <= width and ("pi", Fraction(p, q)) not in seen:
             seen.add(("pi", Fraction(p, q)))  # e.g. 2*pi/2 is listed once, as pi
             out.append((val, sympy.Rational(p, q) * sympy.pi))
+    for q in range(1, _MAX_PI_DEN + 1):
+        p = round(v * q * math.pi)
+        val = p / (q * math.pi)
+        if 0 < abs(p) <= 3 and abs(val - v) <= width and ("1/pi", Fraction(p, q)) not in seen:
+            seen.add(("1/pi", Fraction(p, q)))
+            out.append((val, sympy.Rational(p, q) / sympy.pi))
     return out
 
 

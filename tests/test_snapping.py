@@ -57,3 +57,12 @@ def test_refine_leaves_the_model_alone_on_bad_input():
     with pytest.raises(ValueError, match=r"edge \(0, 0\) is a numeric B-spline"):
         symbolic.refine_constants(numeric, np.zeros((4, 1)), np.zeros((4, 1)))
     assert model.layers[0].symbolic_edge(0, 0) == before
+
+
+def test_one_over_two_pi_is_a_simple_value_but_not_every_multiple_of_one_over_pi():
+    from kanjax import hostnet
+
+    assert hostnet.simple_value(1 / (2 * np.pi), 1.2e-7) == 1 / (2 * sympy.pi)
+    assert hostnet.simple_value(-3 / (4 * np.pi), 1.2e-7) == -3 / (4 * sympy.pi)
+    # 11/(5 pi) = 0.70028 has a large numerator: not offered, so 0.7003 is no simple value
+    assert hostnet.simple_value(11 / (5 * np.pi), 1.2e-7) is None
