@@ -115,9 +115,9 @@ def _window_sum_jvp(order, primals, tangents):
         y_dot = jnp.sum(s_dot[..., None] * d, axis=(0, 2))
     else:
         y = _scan_windows(first, values, table)[0]
-        y_dot = _scan_windows(first, slopes * s_dot[..., None], table, primal=False)[0]
+        y_dot = _scan_windows(first, slopes * s_dot[..., None], table)[0]
     if not isinstance(table_dot, SymbolicZero):
-        term = _scan_windows(first, values, table_dot, primal=False)[0]
+        term = _scan_windows(first, values, table_dot)[0]
         y_dot = term if y_dot is None else y_dot + term
     return y, jnp.zeros_like(y) if y_dot is None else y_dot
 
@@ -136,16 +136,12 @@ def _chunked(a: jax.Array, chunk: int) -> jax.Array:
     return jnp.moveaxis(a.reshape(batch, n_in // chunk, chunk, *a.shape[2:]), 1, 0)
 
 
-def _scan_windows(first, values, table, slopes=None, *, primal=True):
+def _scan_windows(first, values, table, slopes=None):
     """``(sum_p sum_l values[:, p, l] table[p, first + l], D)`` by a scan over input chunks.
 
     ``first`` ``(batch, n_in)``, ``values`` (and ``slopes``) ``(batch, n_in, k + 1)``,
     ``table`` ``(n_in, K, n_out)``. ``D`` is ``None`` without ``slopes``, else the per-input
     slope sums in scan layout ``(n_in // chunk, batch, chunk, n_out)``.
-
-    With ``primal`` (no argument is a tangent), the scan's inputs are computed once before
-    it: otherwise XLA may fuse the table's construction and the index arithmetic into each
-    gather, redoing them for every gathered element (a one-step scan is inlined).
     """
     n_in, num_basis, n_out = table.shape
     batch, width = first.shape[0], values.shape[-1]
@@ -156,8 +152,6 @@ def _scan_windows(first, values, table, slopes=None, *, primal=True):
     weights = (values,) if slopes is None else (values, slopes)
     xs = (rows, tuple(_chunked(w, chunk) for w in weights),
           table.reshape(n_in // chunk, chunk * num_basis, n_out))
-    if primal:
-        xs = jax.lax.optimization_barrier(xs)
 
     def body(acc, step_args):
         r, ws, t = step_args  # (batch, chunk), (batch, chunk, k + 1), (chunk * K, n_out)
