@@ -203,3 +203,21 @@ def test_window_values_are_the_active_basis_functions():
                 jnp.arange(num_basis)[None, :] == first[:, 0, None] + l)
         np.testing.assert_allclose(placed, full, atol=1e-6)
         assert int(first.min()) >= 0 and int(first.max()) <= num_basis - order - 1
+
+
+def test_large_layers_contract_the_slopes_in_the_scan(monkeypatch):
+    """Above the slope-tensor limit the input tangent is contracted in the scan instead."""
+    monkeypatch.setattr(local_spline, "_SLOPES_MAX_ELEMENTS", 0)
+    test_layer_gradients_equal_dense(50, 3)
+    test_second_derivatives_equal_dense_and_finite_differences(5, 3)
+    test_jvp_equals_dense()
+
+
+def test_chunks_divide_the_inputs():
+    assert local_spline.chunk_features(64, 1024, 64) == 8
+    assert local_spline.chunk_features(67, 1024, 64) == 1  # prime: one input per step
+    assert local_spline.chunk_features(64, 1024, 1) == 64
+    x = jnp.asarray(_inputs(16, 7, 50, 3, seed=6))
+    table = jax.random.normal(jax.random.key(7), (7, 53, 3))
+    np.testing.assert_allclose(_local_sum(x, table, 50, 3), _dense_sum(x, table, 50, 3),
+                               atol=2e-5, rtol=1e-5)
