@@ -29,6 +29,8 @@ __all__ = [
     "bspline_basis",
     "uniform_bspline_basis",
     "num_bspline_functions",
+    "cardinal_window",
+    "cardinal_window_slopes",
 ]
 
 
@@ -346,13 +348,18 @@ def _cardinal_value_slope(s: jax.Array, num_basis: int, order: int, slope: bool)
     intervals. The sign of ``s - j - c`` is applied with a select rather than ``sign``: the
     same numbers off the centre, in a cheaper kernel (see benchmarks/PERF.md).
     """
-    d = _shifted(s, num_basis, (order + 1) / 2)
+    return _centered_value_slope(_shifted(s, num_basis, (order + 1) / 2), order, slope)
+
+
+def _centered_value_slope(d: jax.Array, order: int, slope: bool):
+    """``M_order(c + d)`` (and its derivative in ``d`` if ``slope``) for ``c = (order + 1) / 2``,
+    elementwise; ``order >= 1``. The evaluation of :func:`_cardinal_value_slope`."""
     t = jnp.abs(d)
     value = derivative = None
     for weight, offset in _centered_terms(order):
         a = jnp.maximum(offset - t, 0)
         if order == 1:  # (offset - t)_+^0 on [-offset, offset): right-hand at the knots
-            lower = ((d >= -offset) & (d < offset)).astype(s.dtype)
+            lower = ((d >= -offset) & (d < offset)).astype(d.dtype)
         else:
             lower = a ** (order - 1)
         term = weight * (lower * a)
@@ -393,3 +400,73 @@ def _cardinal_basis_kmajor_jvp(num_basis, order, primals, tangents):
         return value, jnp.zeros_like(value)
     value, slope = _cardinal_value_slope(s, num_basis, order, slope=True)
     return value, slope * ds[..., None, :]
+
+
+def cardinal_window(s: jax.Array, num_basis: int, order: int) -> tuple[jax.Array, jax.Array]:
+    """The ``order + 1`` cardinal B-splines that can be non-zero at ``s``: a window of the basis.
+
+    Args:
+      s: grid coordinates ``(x - start) / step``, shape ``(..., n)``.
+      num_basis: number of functions ``K`` of the full basis (``G + order``).
+      order: ``k >= 0``.
+
+    Returns:
+      ``(first, values)``: ``first`` of shape ``(..., n)`` (int32), the index of the first
+      function of the window, in ``[0, K - order - 1]``; ``values`` of shape
+      ``(..., n, order + 1)`` with ``values[..., l] = M_order(s - first - l)``, i.e. the
+      full basis's function ``first + l``. Every function outside the window is zero at
+      ``s``, so ``sum_l values[..., l] c[first + l]`` equals the full basis times ``c``;
+      outside the grid the window sits at the nearest end and its values are zero (or the
+      tails of the end functions), as in the full basis.
+
+    ``first`` is piecewise constant (no derivative); ``values`` has the analytic derivative
+    of :func:`uniform_bspline_basis`, to any order.
+    """
+    order, num_basis = int(order), int(num_basis)
+    first = _window_first(s, num_basis, order)
+    return first, _window_values(s - first.astype(s.dtype), order)
+
+
+def cardinal_window_slopes(s: jax.Array, num_basis: int, order: int):
+    """:func:`cardinal_window` and the derivatives of its values in ``s``: ``(first, values,
+    slopes)``, ``slopes`` of the shape of ``values`` (zeros for ``order == 0``)."""
+    order, num_basis = int(order), int(num_basis)
+    first = _window_first(s, num_basis, order)
+    t = s - first.astype(s.dtype)
+    if order == 0:
+        values = _window_values(t, 0)
+        return first, values, jnp.zeros_like(values)
+    return (first, *_centered_value_slope(_window_offsets(t, order), order, slope=True))
+
+
+def _window_first(s: jax.Array, num_basis: int, order: int) -> jax.Array:
+    """First function of the window at ``s`` (int32, ``0`` where ``s`` is not finite)."""
+    if num_basis < order + 1:
+        raise ValueError(f"num_basis must be >= order + 1 = {order + 1}, got {num_basis}")
+    first = jnp.clip(jnp.floor(jax.lax.stop_gradient(s)) - order, 0, num_basis - order - 1)
+    return jnp.where(jnp.isfinite(first), first, 0).astype(jnp.int32)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _window_values(t: jax.Array, order: int) -> jax.Array:
+    """``(..., n) -> (..., n, order + 1)``: ``M_order(t - l)`` for ``l = 0..order``."""
+    d = _window_offsets(t, order)
+    if order == 0:  # the indicator of [0, 1), right-hand at the knots
+        return ((d >= -0.5) & (d < 0.5)).astype(t.dtype)
+    return _centered_value_slope(d, order, slope=False)[0]
+
+
+@_window_values.defjvp
+def _window_values_jvp(order, primals, tangents):
+    (t,), (dt,) = primals, tangents
+    if order == 0:
+        value = _window_values(t, 0)
+        return value, jnp.zeros_like(value)
+    value, slope = _centered_value_slope(_window_offsets(t, order), order, slope=True)
+    return value, slope * dt[..., None]
+
+
+def _window_offsets(t: jax.Array, order: int) -> jax.Array:
+    """``t - l - (order + 1) / 2`` for ``l = 0..order`` on a new last axis."""
+    offsets = (np.arange(order + 1) + (order + 1) / 2).astype(t.dtype)
+    return t[..., None] - offsets.reshape((1,) * t.ndim + (order + 1,))

@@ -9,7 +9,6 @@ batch dimensions are allowed. ``config()`` describes the layer as JSON data.
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -18,44 +17,14 @@ from flax import nnx
 
 from kanjax import basis as basis_lib
 from kanjax import functions as functions_lib
+from kanjax import init as init_lib
 from kanjax import layer as layer_lib
 from kanjax import layer_args as args
-from kanjax import regrid, schema
-from kanjax._xla import fast_compile_jit
+from kanjax import local_spline, regrid, schema
 from kanjax.checks import check_int
 
 __all__ = ["KANLayer", "EdgeMask", "SymbolicMask", "SymbolicIndex", "SplineGrid"]
 
-
-
-_uniform_block = functools.partial(fast_compile_jit, static_argnums=(1, 2))(
-    lambda key, size, dtype: jax.random.uniform(key, (size,), dtype, -1.0, 1.0))
-
-
-def _init_weights(key, n_in, n_out, num_basis, base_init, spline_init, coef_init, dtype):
-    """Initial ``(w_base, w_spline, coef)`` of a layer.
-
-    ``w_base ~ U(-1, 1) * base_init / sqrt(n_in)``, ``w_spline = spline_init / sqrt(n_in)``
-    and ``coef`` uniform with zero mean and standard deviation ``coef_init / sqrt(K)``.
-
-    XLA compiles a random-number program once per shape, which costs ~0.1-0.3 s on CPU; the
-    numbers are therefore drawn in power-of-two blocks (one compiled program serves every
-    layer of most networks) and cut to shape on the host (with ``jax.numpy`` when the
-    constructor is traced, e.g. under ``nnx.vmap`` for an ensemble).
-    """
-    dtype = jnp.dtype(dtype)
-    n_base = n_in * n_out
-    n = n_base * (1 + num_basis)
-    block = _uniform_block(key, max(1024, 1 << (n - 1).bit_length()), dtype)
-    xp = jnp if isinstance(block, jax.core.Tracer) else np
-    block = block if xp is jnp else np.asarray(block, np.float32)
-    w_base = block[:n_base].reshape(n_in, n_out) * (base_init / math.sqrt(n_in))
-    coef = block[n_base:n].reshape(n_in, n_out, num_basis) * (
-        coef_init * math.sqrt(3.0 / num_basis))  # U(-1, 1) has std 1/sqrt(3)
-    w_spline = xp.full((n_in, n_out), spline_init / math.sqrt(n_in), np.float32)
-    if xp is np:  # cast on the host: jnp.asarray(a, dtype) would compile a conversion
-        return tuple(jnp.asarray(a.astype(dtype)) for a in (w_base, w_spline, coef))
-    return tuple(a.astype(dtype) for a in (w_base, w_spline, coef))
 
 
 class EdgeMask(nnx.Variable):
@@ -78,7 +47,8 @@ _LAYER_SCHEMA = {"in_features": "int", "out_features": "int", "mult_nodes": "int
                  "mult_arity": "int", "basis": "str", "use_bias": "bool",
                  "dtype": "str?", "param_dtype": "str", "symbolic": "list"}
 _BASIS_SCHEMA = {"taylor": {"degree": "int", "squash": "str?"},
-                 "bspline": {"grid_size": "int", "order": "int", "uniform": "bool"}}
+                 "bspline": {"grid_size": "int", "order": "int", "uniform": "bool",
+                             "spline_eval": "str"}}
 
 
 class KANLayer(nnx.Module):
@@ -97,6 +67,10 @@ class KANLayer(nnx.Module):
       grid: B-spline basis only; explicit knots instead of the uniform grid, shape
         ``(n_knots,)`` or ``(n_in, n_knots)``, non-decreasing, ``n_knots >= 2k + 2``;
         ``grid_size`` is then ``n_knots - 2k - 1``.
+      spline_eval: B-spline basis only; ``"dense"`` multiplies all ``G + k`` basis values,
+        ``"local"`` only the ``k + 1`` non-zero ones (cost flat in ``G``), ``"auto"`` picks per
+        layer (:func:`kanjax.local_spline.use_local`). Same values; non-uniform knots are
+        always dense.
       squash: Taylor basis only; the map applied to ``x`` before the powers. ``"tanh"``
         (default) keeps every power in ``(-1, 1)`` whatever the input, so deep Taylor KANs
         and inputs beyond ``[-1, 1]`` stay finite; ``None`` evaluates raw powers of ``x``
@@ -127,6 +101,7 @@ class KANLayer(nnx.Module):
         order: int = args.Default(3),
         grid_range: tuple[float, float] = args.Default((-1.0, 1.0)),
         grid=None,
+        spline_eval: str = args.Default("auto"),
         squash: str | None = args.Default("tanh"),
         use_bias: bool = False,
         base_init: float = 1.0,
@@ -145,7 +120,8 @@ class KANLayer(nnx.Module):
         if not isinstance(basis, str) or basis not in args.BASES:
             raise ValueError(f"basis must be one of {args.BASES}, got {basis!r}")
         args.check_basis_options(basis, {"degree": degree, "squash": squash, "grid_size": grid_size,
-                                     "order": order, "grid_range": grid_range, "grid": grid})
+                                     "order": order, "grid_range": grid_range, "grid": grid,
+                                     "spline_eval": spline_eval})
         degree, squash, grid_size, order, grid_range = (
             args.value_of(v) for v in (degree, squash, grid_size, order, grid_range))
         args.check_layer_settings(use_bias, base_init, spline_init, coef_init, dtype, param_dtype,
@@ -164,6 +140,7 @@ class KANLayer(nnx.Module):
             self.grid = None
         else:
             self.order = args.check_positive_int("order", order, minimum=0)
+            self.spline_eval = args.check_spline_eval(args.value_of(spline_eval))
             if grid is None:
                 self.grid_size = args.check_positive_int("grid_size", grid_size)
                 grid_range = args.check_grid_range(grid_range)
@@ -178,7 +155,7 @@ class KANLayer(nnx.Module):
             num_basis = self.grid_size + self.order
 
         self.num_basis = num_basis
-        w_base, w_spline, coef = _init_weights(
+        w_base, w_spline, coef = init_lib.init_weights(
             rngs.params(), n_in, n_out, num_basis, base_init, spline_init, coef_init, param_dtype
         )
         self.w_base = nnx.Param(w_base)
@@ -200,9 +177,9 @@ class KANLayer(nnx.Module):
 
         Keys: ``in_features``, ``out_features``, ``basis``, ``use_bias``, ``dtype``,
         ``param_dtype``, ``symbolic`` (the names of the closed-form functions the layer
-        holds) and, for Taylor layers, ``degree`` and ``squash``, for B-spline layers,
-        ``grid_size``, ``order`` and ``uniform``; ``mult_nodes`` and ``mult_arity``. Array
-        values (knots, masks, coefficients) are not part of it.
+        holds), ``mult_nodes`` and ``mult_arity`` and, for Taylor layers, ``degree`` and
+        ``squash``, for B-spline layers, ``grid_size``, ``order``, ``uniform`` and
+        ``spline_eval``. Array values (knots, masks, coefficients) are not part of it.
         """
         config = {"in_features": self.in_features, "out_features": self.out_features,
                   "mult_nodes": self.mult_nodes, "mult_arity": self.mult_arity,
@@ -213,7 +190,8 @@ class KANLayer(nnx.Module):
         if self.basis == "taylor":
             config.update(degree=self.degree, squash=self.squash)
         else:
-            config.update(grid_size=self.grid_size, order=self.order, uniform=bool(self.uniform))
+            config.update(grid_size=self.grid_size, order=self.order, uniform=bool(self.uniform),
+                          spline_eval=self.spline_eval)
         return config
 
     @classmethod
@@ -225,11 +203,14 @@ class KANLayer(nnx.Module):
         does not follow the schema of :meth:`config`.
         """
         basis = config.get("basis") if isinstance(config, dict) else None
+        if basis == "bspline":  # configs written before the option existed: the default
+            config = {"spline_eval": "auto", **config}
         config = schema.check(config, _LAYER_SCHEMA | _BASIS_SCHEMA.get(basis, {}), "layer config")
         names = config["symbolic"]
         if not all(isinstance(n, str) and n in functions_lib.LIBRARY for n in names):
             raise schema.ConfigError(f"layer config.symbolic has unknown functions {names}")
-        kwargs = {k: config[k] for k in ("degree", "squash", "grid_size", "order") if k in config}
+        kwargs = {k: config[k] for k in ("degree", "squash", "grid_size", "order", "spline_eval")
+                  if k in config}
         try:
             layer = cls(config["in_features"], config["out_features"], basis=basis,
                         use_bias=config["use_bias"], rngs=rngs,
@@ -373,6 +354,10 @@ class KANLayer(nnx.Module):
         elif self.uniform:  # closed form with an analytic derivative (exact on uniform knots)
             knots = self.grid[...].astype(x.dtype)
             step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
+            if local_spline.use_local(self.spline_eval, self.num_basis, self.order, True):
+                y = local_spline.kan_layer_local(x, knots[:, 0], step, w_base, w_spline, coef,
+                                                 bias, order=self.order)
+                return y + self._symbolic_edges(x).sum(axis=-2) if self.sym_names else y
             basis_fn, args = _uniform_bspline(self.num_basis, self.order), (knots[:, 0], step)
         else:
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)

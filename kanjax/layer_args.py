@@ -49,7 +49,8 @@ def value_of(value):
 
 # Options of one basis that the other ignores, and the basis they belong to.
 BASIS_ONLY = {"degree": "taylor", "squash": "taylor", "grid_size": "bspline",
-               "order": "bspline", "grid_range": "bspline", "grid": "bspline"}
+               "order": "bspline", "grid_range": "bspline", "grid": "bspline",
+               "spline_eval": "bspline"}
 
 
 def check_basis_options(basis: str, options: dict) -> None:
@@ -75,6 +76,14 @@ def check_basis_options(basis: str, options: dict) -> None:
         if both:
             raise ValueError(f"grid gives the knots, so {' and '.join(both)} would be ignored; "
                              f"drop {' and '.join(both)} (or drop grid)")
+
+
+def check_spline_eval(spline_eval) -> str:
+    """``spline_eval`` as given, or a clear error (see :data:`kanjax.local_spline.SPLINE_EVALS`)."""
+    choices = ("auto", "dense", "local")
+    if not isinstance(spline_eval, str) or spline_eval not in choices:
+        raise ValueError(f"spline_eval must be one of {choices}, got {spline_eval!r}")
+    return spline_eval
 
 
 def check_grid_range(grid_range) -> tuple[float, float]:
@@ -210,7 +219,8 @@ def check_kan_widths(widths) -> tuple[list[int], list[int]]:
 PYKAN_NAMES = {"k": "order", "width": "widths", "seed": "rngs=nnx.Rngs(seed)",
                 "base_fun": "the fixed silu base", "noise_scale": "coef_init",
                 "scale_base_mu": "base_init", "scale_sp": "spline_init"}
-LAYER_OPTIONS = ("basis", "degree", "grid_size", "order", "grid_range", "grid", "squash",
+LAYER_OPTIONS = ("basis", "degree", "grid_size", "order", "grid_range", "grid", "spline_eval",
+                  "squash",
                   "use_bias", "base_init", "spline_init", "coef_init", "dtype", "param_dtype")
 
 

@@ -211,6 +211,12 @@ row("layer-taylor-grid-size", lambda c: layer(c, basis="taylor", grid_size=7), V
     "would be ignored with basis='taylor'")
 row("layer-bspline-degree", lambda c: layer(c, degree=3), ValueError,
     "would be ignored with basis='bspline'")
+row("layer-spline-eval-unknown", lambda c: layer(c, spline_eval="sparse"), ValueError,
+    "spline_eval must be one of")
+row("layer-taylor-spline-eval", lambda c: layer(c, basis="taylor", spline_eval="local"),
+    ValueError, "would be ignored with basis='taylor'")
+row("kan-spline-eval-none", lambda c: kan(c, spline_eval=None), ValueError,
+    "spline_eval must be one of")
 row("layer-rngs-none", lambda c: layer(c, rngs=None), TypeError, "rngs must be an nnx.Rngs")
 row("mlp-widths-one", lambda c: mlp(c, [3]), ValueError, "at least 2 entries")
 row("mlp-activation-str", lambda c: mlp(c, activation="relu"), TypeError,

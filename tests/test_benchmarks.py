@@ -177,3 +177,16 @@ def test_feynman_quick_writes_a_complete_row(tmp_path):
         assert row[key] >= 0 and row[key] == row[key], key  # finite, not nan
     # the MLP baseline is parameter-matched to the KAN
     assert abs(row["mlp_params"] / row["kan_params"] - 1) < 0.35
+
+
+def test_grid_scaling_quick_prints_every_row(capsys):
+    grid_scaling = _load("grid_scaling")
+    assert grid_scaling.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "device:" in out and "jax" in out and "settings:" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [(g, p) for g in ("5", "20")
+                                            for p in ("dense", "local", "auto")]
+    for r in rows:
+        assert float(r[2]) > 0 and float(r[3]) > 0
+    assert all(float(r[3]) == 1.0 for r in rows[:3])  # each path's own G=5 row

@@ -1,0 +1,108 @@
+"""Benchmark: training-step time of a B-spline KAN against the grid size G, per spline path.
+
+One plain ``jax.jit`` training step (forward, backward and Adam, float32), driven as in
+/work/shared/anchors/bench_step.py with ``FUNCTIONAL=1``: the model is split once with
+``nnx.split`` and the step maps the parameter pytree to the updated one with ``optax.adam``
+and default XLA options. Widths [8, 64, 64, 1], batch 1024, cubic splines, for G in
+5, 10, 20, 50, 100 and each layer option ``spline_eval`` ("dense": all G + k basis functions;
+"local": only the k + 1 active ones; "auto": chosen per layer). Rows are timed in rounds
+(every row once per round, in turn) and each row's figure is the median over rounds of the
+median of its timed blocks; the last column is step(G) / step(G=5) of the same path.
+
+    python benchmarks/grid_scaling.py            # the full table
+    python benchmarks/grid_scaling.py --quick    # tiny sizes: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import kanjax
+
+PATHS = ("dense", "local", "auto")
+
+
+def make_step(widths, grid_size, spline_eval, batch, seed=0):
+    """``(step, box)``: one jitted Adam step over the split parameters, and its state."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.uniform(-1, 1, size=(batch, widths[0])).astype("float32"))
+    y = jnp.sum(x ** 2, axis=1, keepdims=True).repeat(widths[-1], axis=1)
+    model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=3,
+                       spline_eval=spline_eval, rngs=nnx.Rngs(seed))
+    graphdef, state = nnx.split(model)
+    params, other = state.split(nnx.Param, ...)
+    tx = optax.adam(1e-3)
+
+    @jax.jit
+    def step(p, opt_state, xb, yb):
+        def loss_fn(p):
+            return jnp.mean((nnx.merge(graphdef, p, other)(xb) - yb) ** 2)
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, loss
+
+    box = [params, tx.init(params)]
+
+    def run():
+        box[0], box[1], loss = step(box[0], box[1], x, y)
+        return loss
+    return run
+
+
+def time_blocks(run, steps, blocks):
+    """Median ms per step over ``blocks`` blocks of ``steps`` steps (after warm-up)."""
+    for _ in range(2):
+        run().block_until_ready()
+    per = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = run()
+        loss.block_until_ready()
+        per.append((time.perf_counter() - start) / steps * 1e3)
+    return statistics.median(per)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--grids", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per round")
+    args = parser.parse_args(argv)
+    widths, batch = [8, 64, 64, 1], 1024
+    if args.quick:
+        widths, batch, args.grids = [2, 4, 1], 32, [5, 20]
+        args.rounds, args.steps, args.blocks = 1, 2, 1
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+          f"{platform.machine()}; jax {jax.__version__}, flax {flax.__version__}, "
+          f"optax {optax.__version__}")
+    print(f"settings: widths {widths}, batch {batch}, order 3, float32, plain jax.jit Adam "
+          f"step; {args.rounds} rounds x {args.blocks} blocks x {args.steps} steps; median ms")
+    rows = [(g, p) for g in args.grids for p in PATHS]
+    runs = {row: make_step(widths, row[0], row[1], batch) for row in rows}
+    times = {row: [] for row in rows}
+    for _ in range(args.rounds):
+        for row in rows:
+            times[row].append(time_blocks(runs[row], args.steps, args.blocks))
+    ms = {row: statistics.median(t) for row, t in times.items()}
+    print(f"{'G':>5} {'path':>6} {'step ms':>9} {'vs G=' + str(args.grids[0]):>8}")
+    for g, p in rows:
+        base = ms[(args.grids[0], p)]
+        print(f"{g:>5} {p:>6} {ms[(g, p)]:>9.2f} {ms[(g, p)] / base:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""B-spline KAN layers evaluated on the active window of the basis only ("local" path).
+
+Only ``k + 1`` of the ``G + k`` B-splines of order ``k`` are non-zero at any input, so the
+spline part of a layer, ``y_q = sum_p sum_i B_i(x_p) c[p, i, q]``, needs for each input only
+the rows ``c[p, first .. first + k, :]`` of its window (:func:`kanjax.basis.cardinal_window`).
+The dense path (:mod:`kanjax.layer`) multiplies all ``G + k`` basis values, mostly zeros, and
+its cost grows with ``G``; this path gathers ``k + 1`` rows per input and its cost does not.
+
+The gathers run in a ``lax.scan`` over chunks of input features. Each step touches a small
+table (the chunk's coefficients) and small buffers: reverse mode accumulates the coefficient
+gradient with a scatter-add into that chunk's table, which XLA:CPU runs far faster than one
+scatter into the whole table, and no ``(batch, n_in, k + 1, n_out)`` tensor of gathered rows
+is ever stored (measurements in benchmarks/PERF.md). The derivative in ``x`` is analytic (a
+custom JVP, so forward mode, reverse mode and higher orders all work); ``jax.vmap`` works as
+usual.
+
+Uniform grids only: non-uniform knots stay on the dense path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from kanjax import basis as basis_lib
+
+__all__ = ["local_spline_sum", "kan_layer_local", "chunk_features", "use_local",
+           "SPLINE_EVALS", "LOCAL_MIN_RATIO"]
+
+SPLINE_EVALS = ("auto", "dense", "local")
+"""How a uniform B-spline layer evaluates its splines: chosen per layer, all basis functions
+(``"dense"``), or only the window of active ones (``"local"``)."""
+
+LOCAL_MIN_RATIO = 8
+"""``"auto"`` takes the local path when a layer's ``G + k`` basis functions are at least this
+many times its ``k + 1`` active ones (``G >= 29`` for cubic splines): on a 2-core CPU a
+gathered row and its scatter-add cost several dense multiply-adds, and the training step of a
+[8, 64, 64, 1] network crossed over between G = 20 and G = 50 (benchmarks/PERF.md)."""
+
+# Elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB in float32,
+# small enough to stay in cache, large enough that the loop runs few steps.
+_CHUNK_ELEMENTS = 1 << 19
+
+
+def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bool:
+    """Whether a B-spline layer takes the local path.
+
+    ``"dense"``: never; ``"local"`` and ``"auto"``: only on uniform grids (non-uniform knots
+    always use the dense path), ``"auto"`` only when ``num_basis >= LOCAL_MIN_RATIO * (order +
+    1)``.
+    """
+    if spline_eval not in SPLINE_EVALS:
+        raise ValueError(f"spline_eval must be one of {SPLINE_EVALS}, got {spline_eval!r}")
+    if spline_eval == "dense" or not uniform:
+        return False
+    return spline_eval == "local" or num_basis >= LOCAL_MIN_RATIO * (int(order) + 1)
+
+
+def chunk_features(n_in: int, batch: int, n_out: int) -> int:
+    """Input features per scan step: the largest divisor of ``n_in`` whose per-step buffers
+    ``(batch, chunk, n_out)`` hold at most ``_CHUNK_ELEMENTS`` elements (at least 1)."""
+    limit = max(1, _CHUNK_ELEMENTS // max(1, batch * n_out))
+    return max(d for d in range(1, n_in + 1) if n_in % d == 0 and d <= limit)
+
+
+def local_spline_sum(x: jax.Array, start: jax.Array, step: jax.Array, table: jax.Array,
+                     order: int) -> jax.Array:
+    """``sum_p sum_i B_i(x_p) table[p, i, :]`` over the active basis functions only.
+
+    Args:
+      x: inputs, shape ``(..., n_in)``.
+      start: first knot per input, shape ``(n_in,)``.
+      step: knot spacing per input, shape ``(n_in,)``, ``> 0``.
+      table: coefficients, shape ``(n_in, K, n_out)`` with ``K = G + order`` functions.
+      order: spline order ``k >= 0``.
+
+    Returns:
+      ``(..., n_out)``, equal to ``einsum("...pi,piq->...q", B(x), table)`` with ``B`` the
+      uniform B-spline basis (:func:`kanjax.basis.uniform_bspline_basis`) up to rounding.
+    """
+    n_in, _, n_out = table.shape
+    lead = (1,) * (x.ndim - 1)
+    s = (x - start.reshape(lead + (n_in,))) / step.reshape(lead + (n_in,))
+    return _window_sum(s.reshape(-1, n_in), table, int(order)).reshape(*x.shape[:-1], n_out)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _window_sum(s: jax.Array, table: jax.Array, order: int) -> jax.Array:
+    """``(batch, n_in)`` grid coordinates -> ``(batch, n_out)``."""
+    first, values = basis_lib.cardinal_window(s, table.shape[1], order)
+    return _scan_windows(first, values, table)[0]
+
+
+@functools.partial(_window_sum.defjvp, symbolic_zeros=True)
+def _window_sum_jvp(order, primals, tangents):
+    """Tangent ``sum_p s_dot_p D_p + window_sum(s, table_dot)``, ``D_p`` the spline slopes.
+
+    The slopes ``D = sum_l slope_l(s) table[first + l]`` come from the same gathered rows as
+    the value (one scan); reverse mode then turns the ``s`` term into one product with the
+    output cotangent, and the ``table`` term into per-chunk scatter-adds. Layers whose
+    ``(batch, n_in, n_out)`` slopes would be large contract the slopes in the scan instead.
+    """
+    s, table = primals
+    s_dot, table_dot = tangents
+    first, values, slopes = basis_lib.cardinal_window_slopes(s, table.shape[1], order)
+    y_dot = None
+    if order == 0 or isinstance(s_dot, SymbolicZero):  # no tangent through the inputs
+        y = _scan_windows(first, values, table)[0]
+    elif s.shape[0] * table.shape[0] * table.shape[2] <= _SLOPES_MAX_ELEMENTS:
+        y, d = _scan_windows(first, values, table, slopes)
+        s_dot = _chunked(s_dot, _chunk(table, s.shape[0]))  # (steps, batch, chunk)
+        y_dot = jnp.sum(s_dot[..., None] * d, axis=(0, 2))
+    else:
+        y = _scan_windows(first, values, table)[0]
+        y_dot = _scan_windows(first, slopes * s_dot[..., None], table)[0]
+    if not isinstance(table_dot, SymbolicZero):
+        term = _scan_windows(first, values, table_dot)[0]
+        y_dot = term if y_dot is None else y_dot + term
+    return y, jnp.zeros_like(y) if y_dot is None else y_dot
+
+
+# Largest (batch, n_in, n_out) slope tensor the tangent rule keeps (~32 MB in float32).
+_SLOPES_MAX_ELEMENTS = 1 << 23
+
+
+def _chunk(table: jax.Array, batch: int) -> int:
+    return chunk_features(table.shape[0], batch, table.shape[2])
+
+
+def _chunked(a: jax.Array, chunk: int) -> jax.Array:
+    """``(batch, n_in, ...) -> (n_in // chunk, batch, chunk, ...)``: scan steps first."""
+    batch, n_in = a.shape[:2]
+    return jnp.moveaxis(a.reshape(batch, n_in // chunk, chunk, *a.shape[2:]), 1, 0)
+
+
+def _scan_windows(first, values, table, slopes=None):
+    """``(sum_p sum_l values[:, p, l] table[p, first + l], D)`` by a scan over input chunks.
+
+    ``first`` ``(batch, n_in)``, ``values`` (and ``slopes``) ``(batch, n_in, k + 1)``,
+    ``table`` ``(n_in, K, n_out)``. ``D`` is ``None`` without ``slopes``, else the per-input
+    slope sums in scan layout ``(n_in // chunk, batch, chunk, n_out)``.
+    """
+    n_in, num_basis, n_out = table.shape
+    batch, width = first.shape[0], values.shape[-1]
+    chunk = _chunk(table, batch)
+    # rows of the chunk's flat table (chunk * K, n_out) where each input's window begins
+    offsets = (jnp.arange(n_in, dtype=jnp.int32) % chunk) * num_basis
+    rows = _chunked(first + offsets[None, :], chunk)
+    weights = (values,) if slopes is None else (values, slopes)
+    xs = (rows, tuple(_chunked(w, chunk) for w in weights),
+          table.reshape(n_in // chunk, chunk * num_basis, n_out))
+
+    def body(acc, step_args):
+        r, ws, t = step_args  # (batch, chunk), (batch, chunk, k + 1), (chunk * K, n_out)
+        sums = [None] * len(ws)
+        for l in range(width):
+            row = jnp.take(t, r + l, axis=0, mode="clip")  # (batch, chunk, n_out)
+            sums = [row * w[..., l, None] if a is None else a + row * w[..., l, None]
+                    for a, w in zip(sums, ws)]
+        return acc + sums[0], (sums[1] if slopes is not None else None)
+
+    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(values, table))
+    acc, d = jax.lax.scan(body, acc, xs)
+    return acc.sum(axis=1), d
+
+
+def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order: int):
+    """:func:`kanjax.layer.kan_layer` on a uniform B-spline basis, by the local path.
+
+    Args:
+      x: inputs, shape ``(..., n_in)``.
+      start, step: the uniform knots, first knot and spacing per input, shape ``(n_in,)``.
+      w_base, w_spline: shape ``(n_in, n_out)``.
+      coef: shape ``(n_in, n_out, K)``.
+      bias: ``(n_out,)`` or ``None``.
+      order: spline order ``k``.
+
+    Returns:
+      ``(..., n_out)``: ``silu(x) @ w_base + sum_p w_spline[p] * (coef[p] @ B(x_p)) (+ bias)``.
+    """
+    table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)  # (n_in, K, n_out)
+    y = jax.nn.silu(x) @ w_base + local_spline_sum(x, start, step, table, order)
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+    return y

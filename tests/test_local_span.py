@@ -1,0 +1,223 @@
+"""The local B-spline path (only the k + 1 active basis functions per input) against the dense
+path and scipy: values, derivatives of every order, transformations, training, the option."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from scipy.interpolate import BSpline
+
+import kanjax
+from kanjax import basis as basis_lib
+from kanjax import local_spline
+from kanjax.kanlayer import KANLayer
+
+
+def _inputs(n, n_in, grid_size, order, seed=0):
+    """Points inside and outside [-1, 1] (the grid), on interior and end knots included."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.6, 1.6, (n, n_in))
+    knots = np.linspace(-1, 1, grid_size + 1)
+    x[: min(n, grid_size + 1), 0] = knots[: min(n, grid_size + 1)]
+    h = 2 / grid_size
+    x[-4:, -1] = [-1 - order * h - 0.1, -1 - order * h, 1 + order * h, 1 + order * h + 0.3]
+    return x.astype(np.float32)
+
+
+def _dense_sum(x, table, grid_size, order):
+    """The reference: the full uniform basis times the table, ``(..., n_out)``."""
+    n_in, num_basis, _ = table.shape
+    h = 2 / grid_size
+    values = basis_lib.uniform_bspline_basis(x, jnp.full(n_in, -1 - order * h),
+                                             jnp.full(n_in, h), num_basis, order)
+    return jnp.einsum("...pi,piq->...q", values, table)
+
+
+def _local_sum(x, table, grid_size, order):
+    n_in = table.shape[0]
+    h = 2 / grid_size
+    return local_spline.local_spline_sum(x, jnp.full(n_in, -1 - order * h, x.dtype),
+                                         jnp.full(n_in, h, x.dtype), table, order)
+
+
+@pytest.mark.parametrize("grid_size", [3, 5, 50, 100])
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_local_sum_equals_dense_and_scipy(grid_size, order):
+    x = _inputs(200, 3, grid_size, order)
+    table = jax.random.normal(jax.random.key(grid_size), (3, grid_size + order, 2))
+    local = np.asarray(_local_sum(jnp.asarray(x), table, grid_size, order))
+    dense = np.asarray(_dense_sum(jnp.asarray(x), table, grid_size, order))
+    np.testing.assert_allclose(local, dense, atol=2e-5, rtol=1e-5)
+    # scipy: each basis function is a B-spline element on k + 2 consecutive knots (zero off
+    # its support); knot points are left to the dense comparison (one-sided conventions)
+    h = 2 / grid_size
+    knots = -1 + h * np.arange(-order, grid_size + order + 1)
+    off_knot = np.abs((x - knots[0]) / h - np.round((x - knots[0]) / h)) > 1e-3
+    ref = np.zeros((x.shape[0], 2))
+    for p in range(3):
+        for j in range(grid_size + order):
+            element = BSpline.basis_element(knots[j:j + order + 2], extrapolate=False)
+            b = np.nan_to_num(element(x[:, p].astype(np.float64)))
+            ref += b[:, None] * np.asarray(table[p, j], np.float64)[None, :]
+    rows = off_knot.all(axis=1)
+    np.testing.assert_allclose(local[rows], ref[rows], atol=2e-5, rtol=1e-5)
+
+
+def _layers(grid_size, order, **kwargs):
+    dense = KANLayer(3, 2, grid_size=grid_size, order=order, spline_eval="dense",
+                     rngs=nnx.Rngs(0), **kwargs)
+    local = KANLayer(3, 2, grid_size=grid_size, order=order, spline_eval="local",
+                     rngs=nnx.Rngs(0), **kwargs)
+    return dense, local
+
+
+@pytest.mark.parametrize("grid_size,order", [(3, 1), (5, 2), (50, 3), (100, 3)])
+def test_layer_gradients_equal_dense(grid_size, order):
+    dense, local = _layers(grid_size, order, use_bias=True)
+    x = jnp.asarray(_inputs(64, 3, grid_size, order, seed=1))
+    y_target = jnp.sin(x[:, :2])
+
+    def grads(layer):
+        graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+        def loss(p, x):
+            return jnp.mean((nnx.merge(graphdef, p, rest)(x) - y_target) ** 2)
+        return jax.grad(loss, argnums=(0, 1))(params, x)
+
+    (gp_d, gx_d), (gp_l, gx_l) = grads(dense), grads(local)
+    for a, b in zip(jax.tree.leaves(gp_d), jax.tree.leaves(gp_l)):
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(gx_l, gx_d, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grid_size,order", [(5, 2), (5, 3), (50, 3), (100, 3)])
+def test_second_derivatives_equal_dense_and_finite_differences(grid_size, order):
+    dense, local = _layers(grid_size, order)
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(-0.9, 0.9, 3).astype(np.float32))
+
+    def f(layer):
+        return lambda v: jnp.sum(layer(v) * jnp.array([1.0, -0.5]))
+
+    h_dense, h_local = jax.hessian(f(dense))(x), jax.hessian(f(local))(x)
+    np.testing.assert_allclose(h_local, h_dense, atol=1e-4, rtol=1e-4)
+    assert np.abs(np.asarray(h_local)).max() > 1e-3  # a real curvature, not zeros
+    # forward over reverse and reverse over forward agree too
+    h_fwd = jax.jacfwd(jax.grad(f(local)))(x)
+    h_rev = jax.jacrev(jax.jacfwd(f(local)))(x)
+    np.testing.assert_allclose(h_fwd, h_dense, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(h_rev, h_dense, atol=1e-4, rtol=1e-4)
+    # central differences of the gradient (the second derivative is continuous for k >= 2)
+    eps = 1e-2 / grid_size
+    grad = jax.grad(f(local))
+    fd = np.stack([(grad(x + eps * e) - grad(x - eps * e)) / (2 * eps) for e in np.eye(3)])
+    scale = np.abs(np.asarray(h_dense)).max()
+    np.testing.assert_allclose(fd, h_local, atol=2e-2 * scale)
+
+
+def test_jvp_equals_dense():
+    dense, local = _layers(50, 3)
+    x = jnp.asarray(_inputs(32, 3, 50, 3, seed=3))
+    t = jax.random.normal(jax.random.key(1), x.shape)
+    yd, td = jax.jvp(dense, (x,), (t,))
+    yl, tl = jax.jvp(local, (x,), (t,))
+    np.testing.assert_allclose(yl, yd, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(tl, td, atol=1e-4, rtol=1e-4)
+
+
+def test_jit_equals_eager_and_vmap_equals_batch():
+    _, local = _layers(50, 3)
+    x = jnp.asarray(_inputs(16, 3, 50, 3, seed=4))
+    eager = local(x)
+    np.testing.assert_allclose(nnx.jit(lambda m, v: m(v))(local, x), eager, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(local)(x), eager, atol=1e-6, rtol=1e-6)
+    batched = local(x.reshape(4, 4, 3))  # any leading batch dimensions
+    np.testing.assert_allclose(batched.reshape(16, 2), eager, atol=1e-6, rtol=1e-6)
+
+
+def _train_losses(spline_eval, grid_size, steps=5):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.uniform(-1, 1, (128, 4)).astype(np.float32))
+    y = jnp.sum(x ** 2, axis=1, keepdims=True)
+    model = kanjax.KAN([4, 6, 1], grid_size=grid_size, spline_eval=spline_eval, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(1e-2)
+    opt_state = tx.init(params)
+    losses = []
+    for _ in range(steps):
+        loss, g = jax.value_and_grad(
+            lambda p: jnp.mean((nnx.merge(graphdef, p, rest)(x) - y) ** 2))(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        losses.append(float(loss))
+    return losses
+
+
+@pytest.mark.parametrize("grid_size", [5, 50])
+def test_training_gives_the_same_losses(grid_size):
+    dense = _train_losses("dense", grid_size)
+    np.testing.assert_allclose(_train_losses("local", grid_size), dense, rtol=1e-4)
+    np.testing.assert_allclose(_train_losses("auto", grid_size), dense, rtol=1e-4)
+    assert dense[-1] < dense[0]
+
+
+def test_auto_rule_and_non_uniform_grids():
+    assert not local_spline.use_local("auto", 5 + 3, 3, True)
+    assert local_spline.use_local("auto", 100 + 3, 3, True)
+    assert local_spline.use_local("local", 5 + 3, 3, True)
+    assert not local_spline.use_local("dense", 100 + 3, 3, True)
+    assert not local_spline.use_local("local", 100 + 3, 3, False)  # explicit knots: dense
+    with pytest.raises(ValueError, match="spline_eval must be one of"):
+        local_spline.use_local("fast", 8, 3, True)
+    knots = np.concatenate([[-1.3, -1.2, -1.1], np.sort(np.random.default_rng(0).uniform(
+        -1, 1, 40)), [1.1, 1.2, 1.3]])
+    layer = KANLayer(2, 2, grid=knots, order=3, spline_eval="local", rngs=nnx.Rngs(0))
+    ref = KANLayer(2, 2, grid=knots, order=3, spline_eval="dense", rngs=nnx.Rngs(0))
+    x = jnp.linspace(-1, 1, 10).reshape(5, 2)
+    np.testing.assert_allclose(layer(x), ref(x), atol=1e-6)
+
+
+def test_config_round_trip_and_older_configs():
+    layer = KANLayer(2, 3, grid_size=40, spline_eval="dense", rngs=nnx.Rngs(0))
+    config = layer.config()
+    assert config["spline_eval"] == "dense"
+    assert KANLayer.from_config(config, rngs=nnx.Rngs(0)).spline_eval == "dense"
+    older = {k: v for k, v in config.items() if k != "spline_eval"}
+    assert KANLayer.from_config(older, rngs=nnx.Rngs(0)).spline_eval == "auto"
+    with pytest.raises(kanjax.schema.ConfigError, match="spline_eval"):
+        KANLayer.from_config({**config, "spline_eval": "sparse"}, rngs=nnx.Rngs(0))
+    assert "spline_eval" not in KANLayer(2, 3, basis="taylor", rngs=nnx.Rngs(0)).config()
+
+
+def test_window_values_are_the_active_basis_functions():
+    s = jnp.linspace(-3.0, 14.0, 171)
+    for order in range(4):
+        num_basis = 8 + order
+        first, values = basis_lib.cardinal_window(s[:, None], num_basis, order)
+        full = basis_lib.uniform_bspline_basis(s[:, None], 0.0, 1.0, num_basis, order)[:, 0]
+        placed = jnp.zeros_like(full)
+        for l in range(order + 1):
+            placed = placed + values[:, 0, l, None] * (
+                jnp.arange(num_basis)[None, :] == first[:, 0, None] + l)
+        np.testing.assert_allclose(placed, full, atol=1e-6)
+        assert int(first.min()) >= 0 and int(first.max()) <= num_basis - order - 1
+
+
+def test_large_layers_contract_the_slopes_in_the_scan(monkeypatch):
+    """Above the slope-tensor limit the input tangent is contracted in the scan instead."""
+    monkeypatch.setattr(local_spline, "_SLOPES_MAX_ELEMENTS", 0)
+    test_layer_gradients_equal_dense(50, 3)
+    test_second_derivatives_equal_dense_and_finite_differences(5, 3)
+    test_jvp_equals_dense()
+
+
+def test_chunks_divide_the_inputs():
+    assert local_spline.chunk_features(64, 1024, 64) == 8
+    assert local_spline.chunk_features(67, 1024, 64) == 1  # prime: one input per step
+    assert local_spline.chunk_features(64, 1024, 1) == 64
+    x = jnp.asarray(_inputs(16, 7, 50, 3, seed=6))
+    table = jax.random.normal(jax.random.key(7), (7, 53, 3))
+    np.testing.assert_allclose(_local_sum(x, table, 50, 3), _dense_sum(x, table, 50, 3),
+                               atol=2e-5, rtol=1e-5)
