@@ -38,6 +38,7 @@ import numpy as np
 
 from kanjax import functions as functions_lib
 from kanjax import hostnet
+from kanjax import layer as layer_lib
 from kanjax.checks import check_int, check_number
 from kanjax.nn import KAN
 
@@ -197,9 +198,8 @@ def _multiplied(exprs: list, mult: int, arity: int) -> list:
     """Sum-node expressions, then one product per multiplication node."""
     import sympy
 
-    n_sum = len(exprs) - arity * mult
-    return exprs[:n_sum] + [sympy.Mul(*exprs[n_sum + arity * j: n_sum + arity * (j + 1)])
-                            for j in range(mult)]
+    return [sympy.Mul(*(exprs[c] for c in cols))
+            for cols in layer_lib.node_columns(len(exprs), mult, arity)]
 
 
 def _round(expr, digits):

@@ -22,7 +22,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 __all__ = ["kan_layer", "kan_layer_kmajor", "kan_layer_from_basis", "edge_activations",
-           "symbolic_edges", "combine_nodes"]
+           "symbolic_edges", "combine_nodes", "node_columns"]
 
 
 def kan_layer(
@@ -274,3 +274,11 @@ def combine_nodes(y, n_mult: int, arity: int = 2):
     n_sum = y.shape[-1] - arity * n_mult
     groups = y[..., n_sum:].reshape(*y.shape[:-1], n_mult, arity)
     return xp.concatenate([y[..., :n_sum], xp.prod(groups, axis=-1)], axis=-1)
+
+
+def node_columns(n_out: int, n_mult: int, arity: int = 2) -> list[np.ndarray]:
+    """For each node :func:`combine_nodes` returns, the columns of ``y`` (``n_out`` edge sums)
+    it is made of: one for a sum node, ``arity`` consecutive ones for a product node."""
+    n_sum = n_out - arity * n_mult
+    return ([np.array([q]) for q in range(n_sum)]
+            + [n_sum + arity * j + np.arange(arity) for j in range(n_mult)])

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kanjax import layer as layer_lib
 from kanjax.nn import (
     KAN,
     EdgeMask,
@@ -119,10 +120,7 @@ def layer_views(model: KAN, h: jax.Array, q: jax.Array, method: str):
 def node_columns(layer) -> list[np.ndarray]:
     """For each node a layer outputs, the columns of its edge arrays that feed it: one
     for a sum node, ``mult_arity`` for a multiplication node."""
-    n_sum = layer.out_features - layer.mult_arity * layer.mult_nodes
-    return ([np.array([q]) for q in range(n_sum)]
-            + [n_sum + layer.mult_arity * j + np.arange(layer.mult_arity)
-               for j in range(layer.mult_nodes)])
+    return layer_lib.node_columns(layer.out_features, layer.mult_nodes, layer.mult_arity)
 
 
 def node_importance(model: KAN, x: jax.Array) -> list[np.ndarray]:
