@@ -357,7 +357,9 @@ class KANLayer(nnx.Module):
             if local_spline.use_local(self.spline_eval, self.num_basis, self.order, True):
                 y = local_spline.kan_layer_local(x, knots[:, 0], step, w_base, w_spline, coef,
                                                  bias, order=self.order)
-                return y + self._symbolic_edges(x).sum(axis=-2) if self.sym_names else y
+                if self.sym_names:
+                    y = y + self._symbolic_edges(x).sum(axis=-2)
+                return self.combine(y)
             basis_fn, args = _uniform_bspline(self.num_basis, self.order), (knots[:, 0], step)
         else:
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
