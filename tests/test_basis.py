@@ -9,6 +9,12 @@ from scipy.interpolate import BSpline
 from kanjax import basis
 
 
+# the scipy comparisons call the basis through jit: one compiled program per case instead
+# of one per operation (eager dispatch), which is most of their time with a cold cache
+_bspline_basis = jax.jit(basis.bspline_basis, static_argnums=2)
+_uniform_basis = jax.jit(basis.uniform_bspline_basis, static_argnums=(3, 4))
+
+
 def scipy_basis(x, knots, k):
     """All order-k B-splines on `knots` at `x` via scipy (zero outside the knots)."""
     n = len(knots) - k - 1
@@ -25,7 +31,7 @@ def scipy_basis(x, knots, k):
 def test_bspline_matches_scipy_uniform(order, grid_size, rng):
     knots = np.asarray(basis.uniform_grid(grid_size, order, (-1.5, 2.0)), np.float64)
     x = rng.uniform(knots[0] - 0.3, knots[-1] + 0.3, size=400)
-    ours = np.asarray(basis.bspline_basis(jnp.asarray(x, jnp.float32)[:, None], knots, order))[:, 0]
+    ours = np.asarray(_bspline_basis(jnp.asarray(x, jnp.float32)[:, None], knots, order))[:, 0]
     ref = scipy_basis(x, knots, order)
     # scipy's basis_element is closed on the right at the last knot; ours half-open.
     keep = ~np.isclose(x[:, None], knots[None, :], atol=1e-6).any(axis=1)
@@ -37,7 +43,7 @@ def test_bspline_matches_scipy_nonuniform_per_input(order, rng):
     n_in, g = 3, 6
     grids = np.sort(rng.uniform(-2, 2, size=(n_in, g + 2 * order + 1)), axis=1)
     x = np.stack([rng.uniform(grids[i, 0], grids[i, -1], 300) for i in range(n_in)], axis=1)
-    ours = np.asarray(basis.bspline_basis(jnp.asarray(x, jnp.float32), grids, order))
+    ours = np.asarray(_bspline_basis(jnp.asarray(x, jnp.float32), grids, order))
     assert ours.shape == (300, n_in, g + order)
     for i in range(n_in):
         np.testing.assert_allclose(ours[:, i], scipy_basis(x[:, i], grids[i], order), atol=5e-5)
@@ -134,8 +140,8 @@ def _uniform_args(knots):
 def test_uniform_fast_path_matches_reference_and_scipy(order, grid_size, rng):
     knots = basis.uniform_grid(grid_size, order, (-0.7, 1.9), num_inputs=3)
     x = jnp.asarray(rng.uniform(-3, 4, size=(257, 3)), jnp.float32)
-    fast = basis.uniform_bspline_basis(x, *_uniform_args(knots), grid_size + order, order)
-    ref = basis.bspline_basis(x, knots, order)
+    fast = _uniform_basis(x, *_uniform_args(knots), grid_size + order, order)
+    ref = _bspline_basis(x, knots, order)
     assert fast.shape == ref.shape == (257, 3, grid_size + order)
     np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), atol=2e-6)
     k64 = np.asarray(knots, np.float64)[1]
@@ -155,7 +161,7 @@ def test_uniform_fast_path_derivative_matches_scipy(order, rng):
     def f(v):
         return jnp.dot(basis.uniform_bspline_basis(v[None], start, step, 6 + order, order)[0], c)
 
-    ours = np.asarray(jax.vmap(jax.grad(f))(jnp.asarray(x, jnp.float32)))
+    ours = np.asarray(jax.jit(jax.vmap(jax.grad(f)))(jnp.asarray(x, jnp.float32)))
     np.testing.assert_allclose(ours, deriv(x), rtol=1e-3, atol=1e-3)
     from jax.test_util import check_grads
 

@@ -1,6 +1,8 @@
 """The local B-spline path (only the k + 1 active basis functions per input) against the dense
 path and scipy: values, derivatives of every order, transformations, training, the option."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,7 @@ def _inputs(n, n_in, grid_size, order, seed=0):
     return x.astype(np.float32)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _dense_sum(x, table, grid_size, order):
     """The reference: the full uniform basis times the table, ``(..., n_out)``."""
     n_in, num_basis, _ = table.shape
@@ -35,6 +38,7 @@ def _dense_sum(x, table, grid_size, order):
     return jnp.einsum("...pi,piq->...q", values, table)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _local_sum(x, table, grid_size, order):
     n_in = table.shape[0]
     h = 2 / grid_size
@@ -49,12 +53,15 @@ def test_local_sum_equals_dense_and_scipy(grid_size, order):
     table = jax.random.normal(jax.random.key(grid_size), (3, grid_size + order, 2))
     local = np.asarray(_local_sum(jnp.asarray(x), table, grid_size, order))
     dense = np.asarray(_dense_sum(jnp.asarray(x), table, grid_size, order))
-    np.testing.assert_allclose(local, dense, atol=2e-5, rtol=1e-5)
-    # scipy: each basis function is a B-spline element on k + 2 consecutive knots (zero off
-    # its support); knot points are left to the dense comparison (one-sided conventions)
     h = 2 / grid_size
     knots = -1 + h * np.arange(-order, grid_size + order + 1)
     off_knot = np.abs((x - knots[0]) / h - np.round((x - knots[0]) / h)) > 1e-3
+    # order 0 jumps at every knot: a point on a knot may round to either side, and two
+    # compiled programs need not round it alike; continuous splines are compared everywhere
+    same = off_knot.all(axis=1) if order == 0 else slice(None)
+    np.testing.assert_allclose(local[same], dense[same], atol=2e-5, rtol=1e-5)
+    # scipy: each basis function is a B-spline element on k + 2 consecutive knots (zero off
+    # its support); knot points are left to the dense comparison (one-sided conventions)
     ref = np.zeros((x.shape[0], 2))
     for p in range(3):
         for j in range(grid_size + order):
