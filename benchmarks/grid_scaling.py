@@ -9,8 +9,14 @@ and default XLA options. Widths [8, 64, 64, 1], batch 1024, cubic splines, for G
 (every row once per round, in turn) and each row's figure is the median over rounds of the
 median of its timed blocks; the last column is step(G) / step(G=5) of the same path.
 
+With ``--inkan`` the same table has rows for the torch library inkan 0.5.2
+(``KANNetwork(widths, grid_size=G)``, exact cubic B-splines; ``basis_mode="local"``, its
+default span lookup, and ``"dense"``), driven eagerly (``compile_basis=False``; zero_grad,
+forward, MSE, backward, ``torch.optim.Adam``) on the same data, timed in the same rounds.
+
     python benchmarks/grid_scaling.py            # the full table
     python benchmarks/grid_scaling.py --quick    # tiny sizes: checks that it runs
+    .venv-peers/bin/python benchmarks/grid_scaling.py --inkan   # with inkan side by side
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from flax import nnx
 import kanjax
 
 PATHS = ("dense", "local", "auto")
+INKAN_PATHS = ("inkan-local", "inkan-dense")
 
 
 def make_step(widths, grid_size, spline_eval, batch, seed=0):
@@ -59,6 +66,32 @@ def make_step(widths, grid_size, spline_eval, batch, seed=0):
     return run
 
 
+def make_inkan_step(widths, grid_size, basis_mode, batch, seed=0):
+    """The same problem as :func:`make_step` in inkan (torch, eager), one Adam step per call."""
+    import torch
+    from inkan import KANNetwork
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.uniform(-1, 1, size=(batch, widths[0])).astype("float32"))
+    y = (x ** 2).sum(dim=1, keepdim=True).repeat(1, widths[-1])
+    model = KANNetwork(widths, grid_size=grid_size, spline_order=3, compile_basis=False,
+                       basis_mode=basis_mode)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    class Done:  # what time_blocks waits on: torch on the CPU has finished when it returns
+        def block_until_ready(self):
+            return self
+
+    def run():
+        opt.zero_grad()
+        loss = torch.mean((model(x) - y) ** 2)
+        loss.backward()
+        opt.step()
+        return Done()
+    return run
+
+
 def time_blocks(run, steps, blocks):
     """Median ms per step over ``blocks`` blocks of ``steps`` steps (after warm-up)."""
     for _ in range(2):
@@ -80,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per round")
+    parser.add_argument("--inkan", action="store_true",
+                        help="add inkan 0.5.2 rows (torch, eager; needs the peers environment)")
     args = parser.parse_args(argv)
     widths, batch = [8, 64, 64, 1], 1024
     if args.quick:
@@ -90,17 +125,29 @@ def main(argv=None) -> int:
           f"optax {optax.__version__}")
     print(f"settings: widths {widths}, batch {batch}, order 3, float32, plain jax.jit Adam "
           f"step; {args.rounds} rounds x {args.blocks} blocks x {args.steps} steps; median ms")
-    rows = [(g, p) for g in args.grids for p in PATHS]
-    runs = {row: make_step(widths, row[0], row[1], batch) for row in rows}
+    paths = PATHS + (INKAN_PATHS if args.inkan else ())
+    if args.inkan:
+        import inkan
+        import torch
+        print(f"inkan {getattr(inkan, '__version__', '?')}, torch {torch.__version__} "
+              f"({torch.get_num_threads()} threads), eager")
+    rows = [(g, p) for g in args.grids for p in paths]
+    runs = {row: (make_inkan_step(widths, row[0], row[1].split("-")[1], batch)
+                  if row[1] in INKAN_PATHS else make_step(widths, row[0], row[1], batch))
+            for row in rows}
     times = {row: [] for row in rows}
     for _ in range(args.rounds):
         for row in rows:
             times[row].append(time_blocks(runs[row], args.steps, args.blocks))
     ms = {row: statistics.median(t) for row, t in times.items()}
-    print(f"{'G':>5} {'path':>6} {'step ms':>9} {'vs G=' + str(args.grids[0]):>8}")
+    print(f"{'G':>5} {'path':>11} {'step ms':>9} {'vs G=' + str(args.grids[0]):>8}"
+          + (f" {'inkan-local / this':>18}" if args.inkan else ""))
     for g, p in rows:
         base = ms[(args.grids[0], p)]
-        print(f"{g:>5} {p:>6} {ms[(g, p)]:>9.2f} {ms[(g, p)] / base:>8.2f}")
+        line = f"{g:>5} {p:>11} {ms[(g, p)]:>9.2f} {ms[(g, p)] / base:>8.2f}"
+        if args.inkan:
+            line += f" {ms[(g, 'inkan-local')] / ms[(g, p)]:>18.2f}"
+        print(line)
     return 0
 
 

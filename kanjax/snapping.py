@@ -51,14 +51,20 @@ def _residual(layers, keys, x, y):
     return r
 
 
-def _lm(r, theta, free, iters: int):
-    """Levenberg-Marquardt on ``theta[free]``; returns ``(theta, sum of squares)``."""
+def _sum_squares(res) -> float:
+    with np.errstate(over="ignore"):  # a diverging trial scores inf and is rejected
+        return float(res @ res)
+
+
+def _lm(r, theta, free, iters: int, target: float = 0.0):
+    """Levenberg-Marquardt on ``theta[free]``, until the sum of squares stops falling or is
+    at most ``target``; returns ``(theta, sum of squares)``."""
     theta = theta.copy()
     res = r(theta)
-    sse, lam = float(res @ res), 1e-3
+    sse, lam = _sum_squares(res), 1e-3
     idx = np.flatnonzero(free)
     for _ in range(iters):
-        if idx.size == 0:
+        if idx.size == 0 or sse <= target:
             break
         jac = np.empty((res.size, idx.size))
         for n, k in enumerate(idx):
@@ -67,6 +73,11 @@ def _lm(r, theta, free, iters: int):
             tp[k] += h
             tm[k] -= h
             jac[:, n] = (r(tp) - r(tm)) / (2 * h)
+        moving = np.any(jac != 0, axis=0)
+        if not moving.all():  # constants with no effect here (an edge that is 0 or scaled by 0)
+            idx, jac = idx[moving], jac[:, moving]
+            if idx.size == 0:
+                break
         g, hess = jac.T @ res, jac.T @ jac
         improved = False
         while lam < 1e12:
@@ -74,7 +85,7 @@ def _lm(r, theta, free, iters: int):
             cand = theta.copy()
             cand[idx] -= step
             rc = r(cand)
-            sc = float(rc @ rc)
+            sc = _sum_squares(rc)
             if sc < sse:
                 theta, res, improved = cand, rc, sse - sc > 1e-15 * sse
                 sse, lam = sc, max(lam * 0.3, 1e-12)
@@ -97,7 +108,7 @@ def _try(r, theta, fixed, k, values, limit, iters):
         trial[k] = val
         fixed_k = fixed.copy()
         fixed_k[k] = True
-        trial, sse = _lm(r, trial, ~fixed_k, iters)
+        trial, sse = _lm(r, trial, ~fixed_k, iters, target=limit)
         if sse <= limit:
             return trial, fixed_k
     return theta, fixed
@@ -107,8 +118,9 @@ def _snap(r, theta, sse_ref, n, loss_tol, rel, iters, floor, deadline):
     """Two passes: every constant tries 0, 1, -1 (a constant the rest of the network can
     absorb, such as a scale passed between layers, settles there); then the remaining
     ones, always the one now closest to a simple value next, try the simple values near
-    them. Each snap refits the unsnapped constants and is kept when the RMSE stays
-    within ``1 + loss_tol`` of the refined one, or of ``floor`` (the data's own rounding)."""
+    them. Each snap refits the unsnapped constants (until within the limit) and is kept
+    when the RMSE stays within ``1 + loss_tol`` of the refined one, or of ``floor`` (the
+    data's own rounding). Returns the constants and which of them were snapped."""
     fixed = np.zeros(theta.size, bool)
     limit = ((np.sqrt(sse_ref / n) * (1.0 + loss_tol)) ** 2 + floor**2) * n
     for k in range(theta.size):
@@ -173,8 +185,10 @@ def refine_constants(model: KAN, x, y, *, snap: bool = True, loss_tol: float = 0
         y_dtype = np.asarray(y).dtype
         eps = float(np.finfo(y_dtype if np.issubdtype(y_dtype, np.floating) else np.float64).eps)
         floor = eps * float(np.sqrt(np.mean(ys**2)))  # y's own rounding noise
-        theta, _ = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel), int(iters),
-                         floor, deadline)
+        theta, fixed = _snap(r, theta, sse, ys.size, float(loss_tol), float(snap_rel),
+                             int(iters), floor, deadline)
+        # the snaps' refits stop once within the limit: converge the constants left free
+        theta, _ = _lm(r, theta, ~fixed, int(iters))
     final = r(theta)
     out = {}
     for e, (li, (i, j)) in enumerate(keys):

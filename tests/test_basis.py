@@ -8,7 +8,6 @@ from scipy.interpolate import BSpline
 
 from kanjax import basis
 
-
 # the scipy comparisons call the basis through jit: one compiled program per case instead
 # of one per operation (eager dispatch), which is most of their time with a cold cache
 _bspline_basis = jax.jit(basis.bspline_basis, static_argnums=2)
