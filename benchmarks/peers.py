@@ -10,6 +10,8 @@ Implementations (``--impls``; a peer whose package is missing is skipped with a 
   B-spline layer (JAX / Flax NNX)
 * ``kanjax-bspline-train``, ``kanjax-taylor-train``, ``jaxkan-spline-nnx``: the same models
   driven the way each library's documentation trains them (the "native" driver, below)
+* ``kanjax-bspline-jit``, ``kanjax-taylor-jit``, ``jaxkan-spline-jit``: the same models as
+  one plain ``jax.jit`` step each (the "jit" driver, below)
 * ``pykan``           pykan 0.2.8 ``KAN(width, grid=5, k=3).speed()`` (PyTorch)
 * ``seed-taylor``     the seed document's PyTorch Taylor layer, re-implemented below: D + 1
   Taylor terms x^0..x^D per edge plus silu, times one weight per edge
@@ -36,7 +38,7 @@ temporary working directory, so nothing a library writes lands in the repository
 * page faults / step: the process's minor page faults (``getrusage``) during the timed steps,
   per step: memory the system had to map in again (see "Memory allocator" below).
 
-Two drivers:
+Three drivers:
 
 * ``scan`` (rows without a suffix): every JAX library runs in the same harness, ``--block``
   steps in one ``lax.scan`` with parameters and optimizer state donated (the timed program is
@@ -47,6 +49,12 @@ Two drivers:
   ``History.wall_time``. jaxkan: its documented loop, an ``nnx.Optimizer(model, optax.adam(lr),
   wrt=nnx.Param)`` and one ``@nnx.jit`` train step called from Python per batch. torch peers
   (pykan, the seed's layer): eager, ``zero_grad`` / forward / ``backward`` / ``Adam.step``.
+
+* ``jit``: every JAX library the same way, as a user's own training loop drives it: the
+  model split once (``nnx.split``), one ``jax.jit`` step (forward, MSE, gradient,
+  ``optax.adam`` update of the parameter pytree) called from Python per batch, default XLA
+  options, no donation (the protocol of ``shared/anchors/bench_step.py`` with
+  ``FUNCTIONAL=1``).
 
 Ratios are peer / kanjax of the same family (B-spline or Taylor) and driver measured in this
 run: scan-driven peers against the scan-driven kanjax row, natively driven peers against the
@@ -122,12 +130,16 @@ IMPLS = {
     "jaxkan-spline": ("jax", "bspline", ["jaxkan"], "jaxkan", "scan"),
     "jaxkan-base": ("jax", "bspline", ["jaxkan"], "jaxkan", "scan"),
     "jaxkan-spline-nnx": ("jax", "bspline", ["jaxkan"], "jaxkan", "native"),
+    "kanjax-bspline-jit": ("jax", "bspline", ["kanjax"], "kanjax", "jit"),
+    "kanjax-taylor-jit": ("jax", "taylor", ["kanjax"], "kanjax", "jit"),
+    "jaxkan-spline-jit": ("jax", "bspline", ["jaxkan"], "jaxkan", "jit"),
     "pykan": ("torch", "bspline", ["torch", "kan"], "pykan", "native"),
     "seed-taylor": ("torch", "taylor", ["torch"], "torch", "native"),
 }
 REFERENCE = {("bspline", "scan"): "kanjax-bspline", ("taylor", "scan"): "kanjax-taylor",
              ("bspline", "native"): "kanjax-bspline-train",
-             ("taylor", "native"): "kanjax-taylor-train"}
+             ("taylor", "native"): "kanjax-taylor-train",
+             ("bspline", "jit"): "kanjax-bspline-jit", ("taylor", "jit"): "kanjax-taylor-jit"}
 
 
 def reference_for(impl: str, rows: dict) -> str | None:
@@ -514,6 +526,59 @@ def run_jax_native(impl: str, problem: dict, args) -> dict:
     return dict(out, status="ok")
 
 
+def run_jax_jit(impl: str, problem: dict, args) -> dict:
+    """Any JAX library as one plain ``jax.jit`` step called per batch: the model split once
+    with ``nnx.split``, the step maps (parameters, Adam state, batch) to the updated ones,
+    default XLA options, no donation (the protocol of a user's own training loop)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    xs_np, ys_np = make_data(problem, args.block)
+    xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
+    out = PARTIAL
+    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
+    __import__("kanjax" if impl.startswith("kanjax") else "jaxkan")
+    reset_peak_rss()
+    base_rss = rss_mb()
+    with Phase("build", args.max_seconds):
+        model = build_jax_model(impl, problem["widths"], problem["degree"], out)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        jax.block_until_ready(params)
+    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+    tx = optax.adam(LEARNING_RATE)
+    box = [params, tx.init(params)]
+
+    @jax.jit
+    def train_step(p, s, xb, yb):
+        def loss_fn(p):
+            return jnp.mean((nnx.merge(graphdef, p, rest)(xb) - yb) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    def step(xb, yb):
+        box[0], box[1], loss = train_step(box[0], box[1], xb, yb)
+        return loss
+
+    with Phase("compile", args.max_seconds) as ph:
+        compiled = train_step.lower(box[0], box[1], xs[0], ys[0]).compile()
+    out["compile_s"] = ph.seconds
+    with Phase("first step", args.max_seconds) as ph:
+        box[0], box[1], loss = compiled(box[0], box[1], xs[0], ys[0])
+        loss.block_until_ready()
+    out["first_step_s"], out["loss_first"] = ph.seconds, float(loss)
+    times, losses, block, repeats = time_python_loop(
+        step, xs, ys, ph.seconds, args, base_rss, out, sync=lambda loss: loss.block_until_ready())
+    losses = np.asarray(losses)
+    out.update(summarize(times, problem["batch"]), block=block, repeats=repeats,
+               loss_last=float(losses[-1]), finite=bool(np.isfinite(losses).all()))
+    return dict(out, status="ok")
+
+
 def seed_taylor_model(widths, terms: int):
     """The seed document's Taylor KAN, in PyTorch, written from its description.
 
@@ -609,6 +674,8 @@ def child_main(args) -> int:
     try:
         if framework == "jax" and driver == "native":
             result = run_jax_native(impl, PROBLEMS[problem], args)
+        elif framework == "jax" and driver == "jit":
+            result = run_jax_jit(impl, PROBLEMS[problem], args)
         elif framework == "jax":
             result = run_jax(impl, PROBLEMS[problem], args)
         else:
