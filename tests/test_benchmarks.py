@@ -53,12 +53,12 @@ def test_kan_vs_mlp_train_driver_times_kanjax_train(tmp_path):
 def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "peers.py"), "--quick", "--out", str(tmp_path),
-         "--impls", "kanjax-bspline-train", "jaxkan-spline-nnx"],
+         "--impls", "kanjax-bspline-train", "kanjax-bspline-jit", "jaxkan-spline-nnx"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = json.loads((tmp_path / "peers_quick.json").read_text())
     status = {r["impl"]: r["status"] for r in out["results"]}
-    assert status["kanjax-bspline-train"] == "ok"
+    assert status["kanjax-bspline-train"] == status["kanjax-bspline-jit"] == "ok"
     skipped = {s["impl"] for s in out["skipped"]}
     # jaxkan is an optional extra: it either ran or was skipped with a note, never crashed
     assert status.get("jaxkan-spline-nnx") == "ok" or "jaxkan-spline-nnx" in skipped
