@@ -18,6 +18,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow  # the fast suite runs the same script with --driver train below
 def test_kan_vs_mlp_quick_writes_every_row(tmp_path):
     kan_vs_mlp = _load("kan_vs_mlp")
     assert kan_vs_mlp.main(["--quick", "--out", str(tmp_path)]) == 0
@@ -166,6 +167,7 @@ def test_symbolic_regression_recipe_recovers_the_exact_formula(tmp_path):
     assert result["equivalent"] and result["formula_test_rmse"] <= 1e-4
 
 
+@pytest.mark.slow  # its steps (product node, LM, prune, snapping, formula) have fast tests
 def test_feynman_quick_writes_a_complete_row(tmp_path):
     feynman = _load("feynman")
     assert len(feynman.EQUATIONS) >= 20 and len({e[0] for e in feynman.EQUATIONS}) >= 20
