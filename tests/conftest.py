@@ -1,5 +1,17 @@
+import os
+
 import jax
 import pytest
+
+# The tests check maths, not speed, and most of their time on a fresh machine (an empty
+# compilation cache) is XLA compiling hundreds of small programs. On CPU they compile with
+# the options kanjax itself uses for small programs (kanjax._xla.FAST_COMPILE_OPTIONS), set
+# here before JAX starts its backend (subprocesses and notebook kernels inherit them).
+# KANJAX_TEST_XLA_DEFAULTS=1, or XLA_FLAGS set by the caller, keeps XLA's own defaults.
+_FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1"
+if (not os.environ.get("XLA_FLAGS") and os.environ.get("KANJAX_TEST_XLA_DEFAULTS") != "1"
+        and tuple(int(v) for v in jax.__version__.split(".")[:2]) >= (0, 10)):
+    os.environ["XLA_FLAGS"] = _FAST_COMPILE_FLAGS
 
 # Strict numerics for the whole suite: no silent rank promotion.
 jax.config.update("jax_numpy_rank_promotion", "raise")

