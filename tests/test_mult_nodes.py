@@ -58,9 +58,9 @@ def test_kan_with_multiplication_nodes_computes_sums_then_products(rng, basis):
     # jit == eager, and gradients agree with finite differences through a product
     np.testing.assert_allclose(np.asarray(nnx.jit(lambda m, v: m(v))(model, jnp.asarray(x))),
                                np.asarray(out), rtol=1e-5, atol=1e-6)
-    f = lambda v: model(v).sum()
+    f = jax.jit(lambda v: model(v).sum())
     v = jnp.asarray(x[:2], jnp.float32)
-    g = np.asarray(jax.grad(f)(v))
+    g = np.asarray(jax.jit(jax.grad(f))(v))
     e = 1e-2
     for k in range(3):
         d = jnp.zeros_like(v).at[:, k].set(e)
