@@ -21,6 +21,19 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+# Items that take longest (a notebook kernel, subprocesses importing JAX) run first, so that
+# pytest-xdist's workers do not end with one of them while the other worker is idle.
+_LONG_FIRST = ("notebooks/", "tests/test_checkpoint_faults.py", "tests/test_sharding.py",
+               "tests/test_compile_cache.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, p in enumerate(_LONG_FIRST) if item.nodeid.startswith(p)),
+                    len(_LONG_FIRST))
+    items.sort(key=rank)  # stable: the order within each group is kept
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running checks (deselect with -m 'not slow')")
 
