@@ -355,16 +355,16 @@ class KANLayer(nnx.Module):
             knots = self.grid[...].astype(x.dtype)
             step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
             if local_spline.use_local(self.spline_eval, self.num_basis, self.order, True):
-                y = local_spline.kan_layer_local(x, knots[:, 0], step, w_base, w_spline, coef,
-                                                 bias, order=self.order)
+                y = _kan_layer_local(x, knots[:, 0], step, w_base, w_spline, coef, bias,
+                                     order=self.order)
                 if self.sym_names:
                     y = y + self._symbolic_edges(x).sum(axis=-2)
                 return self.combine(y)
             basis_fn, args = _uniform_bspline(self.num_basis, self.order), (knots[:, 0], step)
         else:
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
-        y = layer_lib.kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
-                                           basis_args=args)
+        y = _kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
+                                  basis_args=args)
         if self.sym_names:
             y = y + self._symbolic_edges(x).sum(axis=-2)
         return self.combine(y)
@@ -460,6 +460,14 @@ class KANLayer(nnx.Module):
 
 # Basis functions in the layer's k-major layout, ``(..., n_in) -> (..., K, n_in)``: one
 # function object per configuration, so a compiled program sees the same static callable.
+
+
+# The layer maths as compiled programs: a model called outside any trace (``model(x)`` in a
+# notebook) compiles one program per layer instead of one per operation; inside a caller's
+# jit, grad or vmap they are inlined as nested calls. The basis functions are cached
+# factories, so the static argument hashes the same on every call.
+_kan_layer_from_basis = jax.jit(layer_lib.kan_layer_from_basis, static_argnums=(1,))
+_kan_layer_local = jax.jit(local_spline.kan_layer_local, static_argnames=("order",))
 
 
 @functools.cache

@@ -96,7 +96,12 @@ def test_layer_gradients_equal_dense(grid_size, order):
     (gp_d, gx_d), (gp_l, gx_l) = grads(dense), grads(local)
     for a, b in zip(jax.tree.leaves(gp_d), jax.tree.leaves(gp_l)):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(gx_l, gx_d, atol=1e-5, rtol=1e-4)
+    # for k <= 1 the slope jumps at the knots: a point on one may take either side's slope
+    h = 2 / grid_size
+    s = (np.asarray(x) + 1 + order * h) / h
+    rows = ~(np.abs(s - np.round(s)) < 1e-3).any(axis=1) if order <= 1 else slice(None)
+    np.testing.assert_allclose(np.asarray(gx_l)[rows], np.asarray(gx_d)[rows], atol=1e-5,
+                               rtol=1e-4)
 
 
 @pytest.mark.parametrize("grid_size,order", [(5, 2), (5, 3), (100, 3)])
