@@ -354,17 +354,15 @@ class KANLayer(nnx.Module):
         elif self.uniform:  # closed form with an analytic derivative (exact on uniform knots)
             knots = self.grid[...].astype(x.dtype)
             step = (knots[:, -1] - knots[:, 0]) / (knots.shape[-1] - 1)
-            if local_spline.use_local(self.spline_eval, self.num_basis, self.order, True):
-                y = _kan_layer_local(x, knots[:, 0], step, w_base, w_spline, coef, bias,
-                                     order=self.order)
-                if self.sym_names:
-                    y = y + self._symbolic_edges(x).sum(axis=-2)
-                return self.combine(y)
             basis_fn, args = _uniform_bspline(self.num_basis, self.order), (knots[:, 0], step)
         else:
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
-        y = _kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
-                                  basis_args=args)
+        if self.basis == "bspline" and local_spline.use_local(
+                self.spline_eval, self.num_basis, self.order, self.uniform):
+            y = _kan_layer_local(x, *args, w_base, w_spline, coef, bias, order=self.order)
+        else:
+            y = _kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
+                                      basis_args=args)
         if self.sym_names:
             y = y + self._symbolic_edges(x).sum(axis=-2)
         return self.combine(y)
