@@ -9,6 +9,11 @@ and default XLA options. Widths [8, 64, 64, 1], batch 1024, cubic splines, for G
 (every row once per round, in turn) and each row's figure is the median over rounds of the
 median of its timed blocks; the last column is step(G) / step(G=5) of the same path.
 
+The "matmuls-only" rows are not a KAN but a yardstick (``matmuls_only.py``): the same
+network with silu and the G + k basis values of each input replaced by G + k + 1 scaled
+copies of it, so its step is what the matmuls of the dense path cost at that G, by plain
+autodiff. A dense path's step cannot grow much less with G than this row's.
+
 With ``--inkan`` the same table has rows for the torch library inkan 0.5.2
 (``KANNetwork(widths, grid_size=G)``, exact cubic B-splines; ``basis_mode="local"``, its
 default span lookup, and ``"dense"``), driven eagerly (``compile_basis=False``; zero_grad,
@@ -35,7 +40,7 @@ from flax import nnx
 
 import kanjax
 
-PATHS = ("dense", "local", "auto")
+PATHS = ("dense", "local", "auto", "matmuls-only")
 INKAN_PATHS = ("inkan-local", "inkan-dense")
 
 
@@ -44,8 +49,13 @@ def make_step(widths, grid_size, spline_eval, batch, seed=0):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.uniform(-1, 1, size=(batch, widths[0])).astype("float32"))
     y = jnp.sum(x ** 2, axis=1, keepdims=True).repeat(widths[-1], axis=1)
-    model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=3,
-                       spline_eval=spline_eval, rngs=nnx.Rngs(seed))
+    if spline_eval == "matmuls-only":
+        from matmuls_only import matmuls_only_model  # this script's folder is on sys.path
+
+        model = matmuls_only_model(widths, grid_size + 3 + 1, seed)
+    else:
+        model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=3,
+                           spline_eval=spline_eval, rngs=nnx.Rngs(seed))
     graphdef, state = nnx.split(model)
     params, other = state.split(nnx.Param, ...)
     tx = optax.adam(1e-3)
@@ -140,11 +150,11 @@ def main(argv=None) -> int:
         for row in rows:
             times[row].append(time_blocks(runs[row], args.steps, args.blocks))
     ms = {row: statistics.median(t) for row, t in times.items()}
-    print(f"{'G':>5} {'path':>11} {'step ms':>9} {'vs G=' + str(args.grids[0]):>8}"
+    print(f"{'G':>5} {'path':>12} {'step ms':>9} {'vs G=' + str(args.grids[0]):>8}"
           + (f" {'inkan-local / this':>18}" if args.inkan else ""))
     for g, p in rows:
         base = ms[(args.grids[0], p)]
-        line = f"{g:>5} {p:>11} {ms[(g, p)]:>9.2f} {ms[(g, p)] / base:>8.2f}"
+        line = f"{g:>5} {p:>12} {ms[(g, p)]:>9.2f} {ms[(g, p)] / base:>8.2f}"
         if args.inkan:
             line += f" {ms[(g, 'inkan-local')] / ms[(g, p)]:>18.2f}"
         print(line)

@@ -12,6 +12,13 @@ Implementations (``--impls``; a peer whose package is missing is skipped with a 
   driven the way each library's documentation trains them (the "native" driver, below)
 * ``kanjax-bspline-jit``, ``kanjax-taylor-jit``, ``jaxkan-spline-jit``: the same models as
   one plain ``jax.jit`` step each (the "jit" driver, below)
+* ``matmuls-only``, ``matmuls-only-jit``: not a KAN but a yardstick (``matmuls_only.py``).
+  Each layer multiplies ``G + k + 1`` scaled copies of its input, instead of silu and the
+  ``G + k`` basis values, by the ``((G + k + 1) n_in, n_out)`` weights a dense B-spline layer
+  multiplies: the step of a dense-basis KAN's matmuls with the cheapest features there are,
+  by plain autodiff. Its ratio to kanjax shows how much of kanjax's step is anything but
+  those matmuls, and a peer's step over this row is about the most any dense-basis KAN could
+  lead that peer by on the machine
 * ``pykan``           pykan 0.2.8 ``KAN(width, grid=5, k=3).speed()`` (PyTorch)
 * ``seed-taylor``     the seed document's PyTorch Taylor layer, re-implemented below: D + 1
   Taylor terms x^0..x^D per edge plus silu, times one weight per edge
@@ -133,6 +140,8 @@ IMPLS = {
     "kanjax-bspline-jit": ("jax", "bspline", ["kanjax"], "kanjax", "jit"),
     "kanjax-taylor-jit": ("jax", "taylor", ["kanjax"], "kanjax", "jit"),
     "jaxkan-spline-jit": ("jax", "bspline", ["jaxkan"], "jaxkan", "jit"),
+    "matmuls-only": ("jax", "bspline", ["flax"], "flax", "scan"),
+    "matmuls-only-jit": ("jax", "bspline", ["flax"], "flax", "jit"),
     "pykan": ("torch", "bspline", ["torch", "kan"], "pykan", "native"),
     "seed-taylor": ("torch", "taylor", ["torch"], "torch", "native"),
 }
@@ -330,11 +339,7 @@ def run_jax(impl: str, problem: dict, args) -> dict:
     out = PARTIAL
     out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
 
-    if impl.startswith("kanjax"):
-        import kanjax  # noqa: F401
-    else:
-        import jaxkan  # noqa: F401
-
+    import_library(impl)
     reset_peak_rss()  # imports and data are not counted; everything from the model on is
     base_rss = rss_mb()
     with Phase("build", args.max_seconds):
@@ -413,8 +418,20 @@ def run_jax(impl: str, problem: dict, args) -> dict:
     return dict(out, status="ok")
 
 
+def import_library(impl: str) -> None:
+    """Import the library ``impl`` measures, so that its import is not timed as the build."""
+    if impl.startswith(("kanjax", "jaxkan")):
+        importlib.import_module(impl.split("-")[0])
+
+
 def build_jax_model(impl: str, widths, degree: int, out: dict):
     from flax import nnx
+
+    if impl.startswith("matmuls-only"):
+        out["config"] = f"{GRID_SIZE + ORDER + 1} scaled input copies per layer, no basis"
+        from matmuls_only import matmuls_only_model  # this script's folder is on sys.path
+
+        return matmuls_only_model(widths, GRID_SIZE + ORDER + 1)
 
     if impl.startswith("kanjax"):
         import kanjax
@@ -540,7 +557,7 @@ def run_jax_jit(impl: str, problem: dict, args) -> dict:
     xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
     out = PARTIAL
     out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
-    __import__("kanjax" if impl.startswith("kanjax") else "jaxkan")
+    import_library(impl)
     reset_peak_rss()
     base_rss = rss_mb()
     with Phase("build", args.max_seconds):

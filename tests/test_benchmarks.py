@@ -12,6 +12,8 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name):
+    if str(BENCHMARKS) not in sys.path:  # as when the script runs: its folder on sys.path
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -54,12 +56,16 @@ def test_kan_vs_mlp_train_driver_times_kanjax_train(tmp_path):
 def test_peers_quick_runs_kanjax_and_skips_or_runs_a_peer(tmp_path):
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "peers.py"), "--quick", "--out", str(tmp_path),
-         "--impls", "kanjax-bspline-train", "kanjax-bspline-jit", "jaxkan-spline-nnx"],
+         "--impls", "kanjax-bspline-train", "kanjax-bspline-jit", "matmuls-only-jit",
+         "jaxkan-spline-nnx"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = json.loads((tmp_path / "peers_quick.json").read_text())
     status = {r["impl"]: r["status"] for r in out["results"]}
     assert status["kanjax-bspline-train"] == status["kanjax-bspline-jit"] == "ok"
+    assert status["matmuls-only-jit"] == "ok"  # the yardstick, compared with kanjax's jit row
+    yardstick = next(r for r in out["results"] if r["impl"] == "matmuls-only-jit")
+    assert yardstick["reference"] == "kanjax-bspline-jit" and yardstick["step_vs_kanjax"] > 0
     skipped = {s["impl"] for s in out["skipped"]}
     # jaxkan is an optional extra: it either ran or was skipped with a note, never crashed
     assert status.get("jaxkan-spline-nnx") == "ok" or "jaxkan-spline-nnx" in skipped
@@ -187,8 +193,23 @@ def test_grid_scaling_quick_prints_every_row(capsys):
     out = capsys.readouterr().out
     assert "device:" in out and "jax" in out and "settings:" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert [(r[0], r[1]) for r in rows] == [(g, p) for g in ("5", "20")
-                                            for p in ("dense", "local", "auto")]
+    paths = ("dense", "local", "auto", "matmuls-only")
+    assert [(r[0], r[1]) for r in rows] == [(g, p) for g in ("5", "20") for p in paths]
     for r in rows:
         assert float(r[2]) > 0 and float(r[3]) > 0
-    assert all(float(r[3]) == 1.0 for r in rows[:3])  # each path's own G=5 row
+    assert all(float(r[3]) == 1.0 for r in rows[:4])  # each path's own G=5 row
+
+
+def test_matmuls_only_model_is_copies_of_the_input_times_the_weights():
+    import jax
+    import numpy as np
+
+    model = _load("matmuls_only").matmuls_only_model([3, 5, 2], n_features=4, seed=1)
+    weights = [np.asarray(w[...]) for w in model.weights]
+    assert [w.shape for w in weights] == [(12, 5), (20, 2)]
+    x = np.random.default_rng(0).uniform(-1, 1, (7, 3)).astype(np.float32)
+    expected = x
+    for w in weights:  # the features a dense layer with 4 basis values per input would have
+        expected = np.concatenate([(1 + 0.25 * j) * expected for j in range(4)], axis=1) @ w
+    np.testing.assert_allclose(np.asarray(jax.jit(model.__call__)(x)), expected, rtol=1e-5,
+                               atol=1e-6)
