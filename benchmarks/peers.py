@@ -333,20 +333,11 @@ def run_jax(impl: str, problem: dict, args) -> dict:
     import optax
     from flax import nnx
 
-    widths, degree = problem["widths"], problem["degree"]
     xs_np, ys_np = make_data(problem, args.block)
     xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
     out = PARTIAL
-    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
-
-    import_library(impl)
-    reset_peak_rss()  # imports and data are not counted; everything from the model on is
-    base_rss = rss_mb()
-    with Phase("build", args.max_seconds):
-        model = build_jax_model(impl, widths, degree, out)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        jax.block_until_ready(params)
-    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+    model, base_rss = build_measured_model(impl, problem, args, out)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     tx = optax.adam(LEARNING_RATE)
     opt_state = tx.init(params)
@@ -424,6 +415,28 @@ def import_library(impl: str) -> None:
         importlib.import_module(impl.split("-")[0])
 
 
+def build_measured_model(impl: str, problem: dict, args, out: dict):
+    """The start every JAX driver shares: the device and the parameter count into ``out``,
+    the library imported, then the model built under the build phase's time limit.
+
+    Returns ``(model, base_rss)``: the process's peak RSS is reset just before the build, so
+    imports and data are not counted and everything from the model on is.
+    """
+    import jax
+    from flax import nnx
+
+    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
+    import_library(impl)
+    reset_peak_rss()
+    base_rss = rss_mb()
+    with Phase("build", args.max_seconds):
+        model = build_jax_model(impl, problem["widths"], problem["degree"], out)
+        params = nnx.state(model, nnx.Param)
+        jax.block_until_ready(params)
+    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+    return model, base_rss
+
+
 def build_jax_model(impl: str, widths, degree: int, out: dict):
     from flax import nnx
 
@@ -452,30 +465,19 @@ def build_jax_model(impl: str, widths, degree: int, out: dict):
 
 def run_jax_native(impl: str, problem: dict, args) -> dict:
     """kanjax through ``kanjax.train``; jaxkan through its documented ``nnx.jit`` step."""
-    import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
     from flax import nnx
 
-    widths, degree, batch = problem["widths"], problem["degree"], problem["batch"]
+    batch = problem["batch"]
     xs_np, ys_np = make_data(problem, args.block)
     out = PARTIAL
-    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
+    model, base_rss = build_measured_model(impl, problem, args, out)
+
     if impl.startswith("kanjax"):
         import kanjax
-    else:
-        import jaxkan  # noqa: F401
 
-    reset_peak_rss()
-    base_rss = rss_mb()
-    with Phase("build", args.max_seconds):
-        model = build_jax_model(impl, widths, degree, out)
-        params = nnx.state(model, nnx.Param)
-        jax.block_until_ready(params)
-    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
-
-    if impl.startswith("kanjax"):
         # One call of kanjax.train: 1 epoch to warm up, then timed epochs of `block` steps
         # each: at least --repeats, more (up to MAX_EXTEND times as many) until they cover
         # --min-seconds, fewer than MAX_EXTEND * repeats once they pass --max-seconds. The
@@ -556,15 +558,8 @@ def run_jax_jit(impl: str, problem: dict, args) -> dict:
     xs_np, ys_np = make_data(problem, args.block)
     xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
     out = PARTIAL
-    out["device"] = f"{jax.devices()[0]} ({jax.default_backend()})"
-    import_library(impl)
-    reset_peak_rss()
-    base_rss = rss_mb()
-    with Phase("build", args.max_seconds):
-        model = build_jax_model(impl, problem["widths"], problem["degree"], out)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        jax.block_until_ready(params)
-    out["params"] = int(sum(p.size for p in jax.tree.leaves(params)))
+    model, base_rss = build_measured_model(impl, problem, args, out)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(LEARNING_RATE)
     box = [params, tx.init(params)]
 
