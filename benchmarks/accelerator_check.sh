@@ -11,9 +11,11 @@
 #                importable) on medium, wide, [1000, 1000, 1] batch 100 and batch 65,536, at
 #                G = 5 and 50, forward / backward / step timed separately (results.json);
 #   cache        benchmarks/compile_cache.py: the seed train() with a cold and a warm cache;
+#   grid_scaling benchmarks/grid_scaling.py at G = 5, 50, 100: the dense, local and auto spline
+#                paths and the matmuls-only yardstick on [8, 64, 64, 1], batch 1024;
 #   kan_vs_mlp   benchmarks/kan_vs_mlp.py: the KAN-vs-MLP table (float32) on medium and wide.
-# --quick: versions, then accelerator.py and compile_cache.py in their --quick modes (tiny
-# shapes; runs on a CPU in about a minute), to check the script itself.
+# --quick: versions, then accelerator.py, compile_cache.py and grid_scaling.py in their --quick
+# modes (tiny shapes; runs on a CPU in about a minute), to check the script itself.
 #
 # Uses the machine's own jax/flax (PYTHONPATH, no install). jaxKAN, when wanted: set
 # JAXKAN_WHEEL to its (pure-Python) wheel, or put it at shared/wheels/jaxkan-*.whl; the wheel
@@ -71,12 +73,14 @@ section versions 60 bash -c versions || { echo "no working jax with $PY: stoppin
 if [ "$QUICK" = 1 ]; then
   section accelerator 240 $PY benchmarks/accelerator.py --quick --out "$OUT/accelerator"
   section cache 240 $PY benchmarks/compile_cache.py --quick --json "$OUT/compile_cache.json"
+  section grid_scaling 120 $PY benchmarks/grid_scaling.py --quick
 else
   section tests 100 $PY -m pytest -q -x -m "not slow" -p no:cacheprovider tests/test_basis.py tests/test_layer.py tests/test_symbolic.py
-  # no new row after 190 s, nor later than 50 s before the section's end (a row's worst case)
-  budget=$(( TOTAL_S - ($(date +%s) - START) - 50 )); [ "$budget" -gt 190 ] && budget=190
-  section accelerator 240 $PY benchmarks/accelerator.py --out "$OUT/accelerator" --budget-s "$budget" --round-ms 100
+  # no new row after 160 s, nor later than 50 s before the section's end (a row's worst case)
+  budget=$(( TOTAL_S - ($(date +%s) - START) - 50 )); [ "$budget" -gt 160 ] && budget=160
+  section accelerator 210 $PY benchmarks/accelerator.py --out "$OUT/accelerator" --budget-s "$budget" --round-ms 100
   section cache 70 $PY benchmarks/compile_cache.py --warm 1 --json "$OUT/compile_cache.json"
+  section grid_scaling 60 $PY benchmarks/grid_scaling.py --grids 5 50 100 --rounds 3
   section kan_vs_mlp 80 $PY benchmarks/kan_vs_mlp.py --problems medium wide --no-accuracy --repeats 5 --matmul-n 8192 --out "$TMP"
 fi
 echo "total: $(( $(date +%s) - START ))s (TOTAL_S=${TOTAL_S}s); failed or skipped:${FAILED:- none}" | tee -a "$OUT/timings.txt"

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -213,3 +214,17 @@ def test_matmuls_only_model_is_copies_of_the_input_times_the_weights():
         expected = np.concatenate([(1 + 0.25 * j) * expected for j in range(4)], axis=1) @ w
     np.testing.assert_allclose(np.asarray(jax.jit(model.__call__)(x)), expected, rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.slow  # about 20 s of subprocesses; the GPU machine runs the full script
+def test_accelerator_check_quick_runs_every_section(tmp_path):
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "accelerator_check.sh"), "--quick", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=BENCHMARKS.parent,
+        env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    timings = (tmp_path / "timings.txt").read_text()
+    for section in ("versions", "accelerator", "cache", "grid_scaling"):
+        assert f"{section}: exit 0" in timings
+    assert "failed or skipped: none" in timings
+    assert json.loads((tmp_path / "accelerator" / "results.json").read_text())["results"]
