@@ -40,6 +40,7 @@ from flax import nnx
 
 import kanjax
 
+ORDER = 3  # cubic splines
 PATHS = ("dense", "local", "auto", "matmuls-only")
 INKAN_PATHS = ("inkan-local", "inkan-dense")
 
@@ -52,9 +53,9 @@ def make_step(widths, grid_size, spline_eval, batch, seed=0):
     if spline_eval == "matmuls-only":
         from matmuls_only import matmuls_only_model  # this script's folder is on sys.path
 
-        model = matmuls_only_model(widths, grid_size + 3 + 1, seed)
+        model = matmuls_only_model(widths, grid_size + ORDER + 1, seed)
     else:
-        model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=3,
+        model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=ORDER,
                            spline_eval=spline_eval, rngs=nnx.Rngs(seed))
     graphdef, state = nnx.split(model)
     params, other = state.split(nnx.Param, ...)
@@ -85,7 +86,7 @@ def make_inkan_step(widths, grid_size, basis_mode, batch, seed=0):
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.uniform(-1, 1, size=(batch, widths[0])).astype("float32"))
     y = (x ** 2).sum(dim=1, keepdim=True).repeat(1, widths[-1])
-    model = KANNetwork(widths, grid_size=grid_size, spline_order=3, compile_basis=False,
+    model = KANNetwork(widths, grid_size=grid_size, spline_order=ORDER, compile_basis=False,
                        basis_mode=basis_mode)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
