@@ -7,12 +7,14 @@ The dense path (:mod:`kanjax.layer`) multiplies all ``G + k`` basis values, most
 its cost grows with ``G``; this path gathers ``k + 1`` rows per input and its cost does not.
 
 The gathers run in a ``lax.scan`` over chunks of input features. Each step touches a small
-table (the chunk's coefficients) and small buffers: reverse mode accumulates the coefficient
-gradient with a scatter-add into that chunk's table, which XLA:CPU runs far faster than one
-scatter into the whole table, and no ``(batch, n_in, k + 1, n_out)`` tensor of gathered rows
-is ever stored (measurements in benchmarks/PERF.md). The derivative in ``x`` is analytic (a
-custom JVP, so forward mode, reverse mode and higher orders all work); ``jax.vmap`` works as
-usual.
+table (the chunk's coefficients, sized to stay in a core's cache) and small buffers: reverse
+mode accumulates the coefficient gradient with a scatter-add into that chunk's table, which
+XLA:CPU runs far faster than one scatter into the whole table. No tensor with a
+``(batch, n_in, n_out)`` or larger shape is ever stored: the input tangent's scan is
+rematerialised, so reverse mode gathers its rows again instead of keeping them, and a
+training step's working memory stays close to the forward pass's (measurements in
+benchmarks/PERF.md). The derivative in ``x`` is analytic (a custom JVP, so forward mode,
+reverse mode and higher orders all work); ``jax.vmap`` works as usual.
 
 Uniform grids only: non-uniform knots stay on the dense path.
 """
@@ -43,6 +45,9 @@ gathered row and its scatter-add cost several dense multiply-adds, and the train
 # Elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB in float32,
 # small enough to stay in cache, large enough that the loop runs few steps.
 _CHUNK_ELEMENTS = 1 << 19
+# Elements of one step's coefficient table (chunk x K x n_out) at most: 128 KB in float32, so
+# that the rows a step gathers from and scatter-adds into stay in a core's L2 cache.
+_TABLE_ELEMENTS = 1 << 15
 
 
 def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bool:
@@ -59,10 +64,13 @@ def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bo
     return spline_eval == "local" or num_basis >= LOCAL_MIN_RATIO * (int(order) + 1)
 
 
-def chunk_features(n_in: int, batch: int, n_out: int) -> int:
+def chunk_features(n_in: int, batch: int, n_out: int, num_basis: int) -> int:
     """Input features per scan step: the largest divisor of ``n_in`` whose per-step buffers
-    ``(batch, chunk, n_out)`` hold at most ``_CHUNK_ELEMENTS`` elements (at least 1)."""
-    limit = max(1, _CHUNK_ELEMENTS // max(1, batch * n_out))
+    ``(batch, chunk, n_out)`` hold at most ``_CHUNK_ELEMENTS`` elements and whose table
+    ``(chunk, num_basis, n_out)`` at most ``_TABLE_ELEMENTS`` (at least 1)."""
+    limit = min(_CHUNK_ELEMENTS // max(1, batch * n_out),
+                _TABLE_ELEMENTS // max(1, num_basis * n_out))
+    limit = max(1, limit)
     return max(d for d in range(1, n_in + 1) if n_in % d == 0 and d <= limit)
 
 
@@ -91,43 +99,32 @@ def local_spline_sum(x: jax.Array, start: jax.Array, step: jax.Array, table: jax
 def _window_sum(s: jax.Array, table: jax.Array, order: int) -> jax.Array:
     """``(batch, n_in)`` grid coordinates -> ``(batch, n_out)``."""
     first, values = basis_lib.cardinal_window(s, table.shape[1], order)
-    return _scan_windows(first, values, table)[0]
+    return _scan_windows(first, values, table)
 
 
 @functools.partial(_window_sum.defjvp, symbolic_zeros=True)
 def _window_sum_jvp(order, primals, tangents):
-    """Tangent ``sum_p s_dot_p D_p + window_sum(s, table_dot)``, ``D_p`` the spline slopes.
+    """Tangent ``window_sum(s, table_dot) + sum_p s_dot_p D_p``, with the spline slopes
+    ``D_p = sum_l slope_l(s) table[first + l]``.
 
-    The slopes ``D = sum_l slope_l(s) table[first + l]`` come from the same gathered rows as
-    the value (one scan); reverse mode then turns the ``s`` term into one product with the
-    output cotangent, and the ``table`` term into per-chunk scatter-adds. Layers whose
-    ``(batch, n_in, n_out)`` slopes would be large contract the slopes in the scan instead.
+    Both terms are scans shaped like the value's: the ``table`` term gathers rows of
+    ``table_dot`` (reverse mode turns it into per-chunk scatter-adds), the ``s`` term rows of
+    ``table`` weighted by ``slope_l * s_dot``. The latter's body is rematerialised, so reverse
+    mode gathers those rows again and dots them with the output cotangent instead of storing
+    them (or a ``(batch, n_in, n_out)`` tensor of slopes). On CPU, large stored tensors cost
+    page faults at every step, which made this path's step about twice as slow.
     """
     s, table = primals
     s_dot, table_dot = tangents
     first, values, slopes = basis_lib.cardinal_window_slopes(s, table.shape[1], order)
+    y = _scan_windows(first, values, table)
     y_dot = None
-    if order == 0 or isinstance(s_dot, SymbolicZero):  # no tangent through the inputs
-        y = _scan_windows(first, values, table)[0]
-    elif s.shape[0] * table.shape[0] * table.shape[2] <= _SLOPES_MAX_ELEMENTS:
-        y, d = _scan_windows(first, values, table, slopes)
-        s_dot = _chunked(s_dot, _chunk(table, s.shape[0]))  # (steps, batch, chunk)
-        y_dot = jnp.sum(s_dot[..., None] * d, axis=(0, 2))
-    else:
-        y = _scan_windows(first, values, table)[0]
-        y_dot = _scan_windows(first, slopes * s_dot[..., None], table)[0]
+    if order > 0 and not isinstance(s_dot, SymbolicZero):  # order 0: slopes are zero
+        y_dot = _scan_windows(first, slopes * s_dot[..., None], table, remat=True)
     if not isinstance(table_dot, SymbolicZero):
-        term = _scan_windows(first, values, table_dot)[0]
+        term = _scan_windows(first, values, table_dot)
         y_dot = term if y_dot is None else y_dot + term
     return y, jnp.zeros_like(y) if y_dot is None else y_dot
-
-
-# Largest (batch, n_in, n_out) slope tensor the tangent rule keeps (~32 MB in float32).
-_SLOPES_MAX_ELEMENTS = 1 << 23
-
-
-def _chunk(table: jax.Array, batch: int) -> int:
-    return chunk_features(table.shape[0], batch, table.shape[2])
 
 
 def _chunked(a: jax.Array, chunk: int) -> jax.Array:
@@ -136,35 +133,31 @@ def _chunked(a: jax.Array, chunk: int) -> jax.Array:
     return jnp.moveaxis(a.reshape(batch, n_in // chunk, chunk, *a.shape[2:]), 1, 0)
 
 
-def _scan_windows(first, values, table, slopes=None):
-    """``(sum_p sum_l values[:, p, l] table[p, first + l], D)`` by a scan over input chunks.
+def _scan_windows(first, weights, table, remat: bool = False):
+    """``sum_p sum_l weights[:, p, l] table[p, first + l]`` by a scan over input chunks.
 
-    ``first`` ``(batch, n_in)``, ``values`` (and ``slopes``) ``(batch, n_in, k + 1)``,
-    ``table`` ``(n_in, K, n_out)``. ``D`` is ``None`` without ``slopes``, else the per-input
-    slope sums in scan layout ``(n_in // chunk, batch, chunk, n_out)``.
+    ``first`` ``(batch, n_in)``, ``weights`` ``(batch, n_in, k + 1)``, ``table``
+    ``(n_in, K, n_out)``; returns ``(batch, n_out)``. With ``remat`` the scan body is
+    rematerialised (``jax.checkpoint``): reverse mode recomputes its gathers.
     """
     n_in, num_basis, n_out = table.shape
-    batch, width = first.shape[0], values.shape[-1]
-    chunk = _chunk(table, batch)
+    batch, width = first.shape[0], weights.shape[-1]
+    chunk = chunk_features(n_in, batch, n_out, num_basis)
     # rows of the chunk's flat table (chunk * K, n_out) where each input's window begins
     offsets = (jnp.arange(n_in, dtype=jnp.int32) % chunk) * num_basis
-    rows = _chunked(first + offsets[None, :], chunk)
-    weights = (values,) if slopes is None else (values, slopes)
-    xs = (rows, tuple(_chunked(w, chunk) for w in weights),
+    xs = (_chunked(first + offsets[None, :], chunk), _chunked(weights, chunk),
           table.reshape(n_in // chunk, chunk * num_basis, n_out))
 
     def body(acc, step_args):
-        r, ws, t = step_args  # (batch, chunk), (batch, chunk, k + 1), (chunk * K, n_out)
-        sums = [None] * len(ws)
-        for l in range(width):
-            row = jnp.take(t, r + l, axis=0, mode="clip")  # (batch, chunk, n_out)
-            sums = [row * w[..., l, None] if a is None else a + row * w[..., l, None]
-                    for a, w in zip(sums, ws)]
-        return acc + sums[0], (sums[1] if slopes is not None else None)
+        r, w, t = step_args  # (batch, chunk), (batch, chunk, k + 1), (chunk * K, n_out)
+        total = jnp.take(t, r, axis=0, mode="clip") * w[..., 0, None]  # (batch, chunk, n_out)
+        for l in range(1, width):
+            total = total + jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
+        return acc + total, None
 
-    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(values, table))
-    acc, d = jax.lax.scan(body, acc, xs)
-    return acc.sum(axis=1), d
+    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(weights, table))
+    acc, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, acc, xs)
+    return acc.sum(axis=1)
 
 
 def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order: int):
