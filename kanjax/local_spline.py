@@ -10,7 +10,7 @@ The gathers run in a ``lax.scan`` over chunks of input features. Each step touch
 table (the chunk's coefficients, sized to stay in a core's cache) and small buffers: reverse
 mode accumulates the coefficient gradient with a scatter-add into that chunk's table, which
 XLA:CPU runs far faster than one scatter into the whole table. No tensor with a
-``(batch, n_in, n_out)`` or larger shape is ever stored: the input tangent's scan is
+``(batch, n_in, n_out)`` or larger shape is ever stored: the tangent's scan is
 rematerialised, so reverse mode gathers its rows again instead of keeping them, and a
 training step's working memory stays close to the forward pass's (measurements in
 benchmarks/PERF.md). The derivative in ``x`` is analytic (a custom JVP, so forward mode,
@@ -99,7 +99,7 @@ def local_spline_sum(x: jax.Array, start: jax.Array, step: jax.Array, table: jax
 def _window_sum(s: jax.Array, table: jax.Array, order: int) -> jax.Array:
     """``(batch, n_in)`` grid coordinates -> ``(batch, n_out)``."""
     first, values = basis_lib.cardinal_window(s, table.shape[1], order)
-    return _scan_windows(first, values, table)
+    return _scan_windows(first, ((values, table),))
 
 
 @functools.partial(_window_sum.defjvp, symbolic_zeros=True)
@@ -107,24 +107,26 @@ def _window_sum_jvp(order, primals, tangents):
     """Tangent ``window_sum(s, table_dot) + sum_p s_dot_p D_p``, with the spline slopes
     ``D_p = sum_l slope_l(s) table[first + l]``.
 
-    Both terms are scans shaped like the value's: the ``table`` term gathers rows of
-    ``table_dot`` (reverse mode turns it into per-chunk scatter-adds), the ``s`` term rows of
-    ``table`` weighted by ``slope_l * s_dot``. The latter's body is rematerialised, so reverse
-    mode gathers those rows again and dots them with the output cotangent instead of storing
-    them (or a ``(batch, n_in, n_out)`` tensor of slopes). On CPU, large stored tensors cost
-    page faults at every step, which made this path's step about twice as slow.
+    Both terms are summed in one scan shaped like the value's: rows of ``table_dot``
+    weighted by the basis values (reverse mode turns them into per-chunk scatter-adds) and
+    rows of ``table`` weighted by ``slope_l * s_dot``. The scan's body is rematerialised, so
+    reverse mode gathers the ``table`` rows again and dots them with the output cotangent
+    instead of storing them (or a ``(batch, n_in, n_out)`` tensor of slopes). On CPU, large
+    stored tensors cost page faults at every step, which made this path's step about twice
+    as slow.
     """
     s, table = primals
     s_dot, table_dot = tangents
     first, values, slopes = basis_lib.cardinal_window_slopes(s, table.shape[1], order)
-    y = _scan_windows(first, values, table)
-    y_dot = None
+    y = _scan_windows(first, ((values, table),))
+    terms = []
     if order > 0 and not isinstance(s_dot, SymbolicZero):  # order 0: slopes are zero
-        y_dot = _scan_windows(first, slopes * s_dot[..., None], table, remat=True)
+        terms.append((slopes * s_dot[..., None], table))
     if not isinstance(table_dot, SymbolicZero):
-        term = _scan_windows(first, values, table_dot)
-        y_dot = term if y_dot is None else y_dot + term
-    return y, jnp.zeros_like(y) if y_dot is None else y_dot
+        terms.append((values, table_dot))
+    if not terms:
+        return y, jnp.zeros_like(y)
+    return y, _scan_windows(first, tuple(terms), remat=True)
 
 
 def _chunked(a: jax.Array, chunk: int) -> jax.Array:
@@ -133,29 +135,31 @@ def _chunked(a: jax.Array, chunk: int) -> jax.Array:
     return jnp.moveaxis(a.reshape(batch, n_in // chunk, chunk, *a.shape[2:]), 1, 0)
 
 
-def _scan_windows(first, weights, table, remat: bool = False):
-    """``sum_p sum_l weights[:, p, l] table[p, first + l]`` by a scan over input chunks.
+def _scan_windows(first, terms, remat: bool = False):
+    """``sum_(w, T) sum_p sum_l w[:, p, l] T[p, first + l]`` over ``terms``, pairs ``(w, T)``,
+    by a scan over input chunks.
 
-    ``first`` ``(batch, n_in)``, ``weights`` ``(batch, n_in, k + 1)``, ``table``
+    ``first`` ``(batch, n_in)``; each ``w`` ``(batch, n_in, k + 1)``, each ``T``
     ``(n_in, K, n_out)``; returns ``(batch, n_out)``. With ``remat`` the scan body is
     rematerialised (``jax.checkpoint``): reverse mode recomputes its gathers.
     """
-    n_in, num_basis, n_out = table.shape
-    batch, width = first.shape[0], weights.shape[-1]
+    n_in, num_basis, n_out = terms[0][1].shape
+    batch, width = first.shape[0], terms[0][0].shape[-1]
     chunk = chunk_features(n_in, batch, n_out, num_basis)
     # rows of the chunk's flat table (chunk * K, n_out) where each input's window begins
     offsets = (jnp.arange(n_in, dtype=jnp.int32) % chunk) * num_basis
-    xs = (_chunked(first + offsets[None, :], chunk), _chunked(weights, chunk),
-          table.reshape(n_in // chunk, chunk * num_basis, n_out))
+    xs = (_chunked(first + offsets[None, :], chunk),
+          tuple((_chunked(w, chunk), t.reshape(n_in // chunk, chunk * num_basis, n_out))
+                for w, t in terms))
 
     def body(acc, step_args):
-        r, w, t = step_args  # (batch, chunk), (batch, chunk, k + 1), (chunk * K, n_out)
-        total = jnp.take(t, r, axis=0, mode="clip") * w[..., 0, None]  # (batch, chunk, n_out)
-        for l in range(1, width):
-            total = total + jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
-        return acc + total, None
+        r, pairs = step_args  # (batch, chunk); (batch, chunk, k + 1), (chunk * K, n_out)
+        for w, t in pairs:
+            for l in range(width):
+                acc = acc + jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
+        return acc, None
 
-    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(weights, table))
+    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(*[a for term in terms for a in term]))
     acc, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, acc, xs)
     return acc.sum(axis=1)
 
