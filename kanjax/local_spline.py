@@ -111,9 +111,9 @@ def _window_sum_jvp(order, primals, tangents):
     weighted by the basis values (reverse mode turns them into per-chunk scatter-adds) and
     rows of ``table`` weighted by ``slope_l * s_dot``. The scan's body is rematerialised, so
     reverse mode gathers the ``table`` rows again and dots them with the output cotangent
-    instead of storing them (or a ``(batch, n_in, n_out)`` tensor of slopes). On CPU, large
-    stored tensors cost page faults at every step, which made this path's step about twice
-    as slow.
+    instead of storing them (or a ``(batch, n_in, n_out)`` tensor of slopes): stored, they
+    would be the bulk of a training step's working memory, which on CPU is mapped in again
+    at every step once it is large (benchmarks/PERF.md).
     """
     s, table = primals
     s_dot, table_dot = tangents
