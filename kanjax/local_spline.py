@@ -39,8 +39,9 @@ SPLINE_EVALS = ("auto", "dense", "local")
 LOCAL_MIN_RATIO = 8
 """``"auto"`` takes the local path when a layer's ``G + k`` basis functions are at least this
 many times its ``k + 1`` active ones (``G >= 29`` for cubic splines): on a 2-core CPU a
-gathered row and its scatter-add cost several dense multiply-adds, and the training step of a
-[8, 64, 64, 1] network crossed over between G = 20 and G = 50 (benchmarks/PERF.md)."""
+gathered row and its scatter-add cost several dense multiply-adds, and the training steps of
+a [8, 64, 64, 1] network on the two paths cross between G = 20 and G = 29, where they are
+equal within the noise (benchmarks/PERF.md)."""
 
 # Elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB in float32,
 # small enough to stay in cache, large enough that the loop runs few steps.
