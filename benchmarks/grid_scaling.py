@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"{platform.machine()}; jax {jax.__version__}, flax {flax.__version__}, "
           f"optax {optax.__version__}")
-    print(f"settings: widths {widths}, batch {batch}, order 3, float32, plain jax.jit Adam "
+    print(f"settings: widths {widths}, batch {batch}, order {ORDER}, float32, plain jax.jit Adam "
           f"step; {args.rounds} rounds x {args.blocks} blocks x {args.steps} steps; median ms")
     paths = PATHS + (INKAN_PATHS if args.inkan else ())
     if args.inkan:
