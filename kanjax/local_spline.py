@@ -36,12 +36,13 @@ SPLINE_EVALS = ("auto", "dense", "local")
 """How a uniform B-spline layer evaluates its splines: chosen per layer, all basis functions
 (``"dense"``), or only the window of active ones (``"local"``)."""
 
-LOCAL_MIN_RATIO = 8
+LOCAL_MIN_RATIO = 6
 """``"auto"`` takes the local path when a layer's ``G + k`` basis functions are at least this
-many times its ``k + 1`` active ones (``G >= 29`` for cubic splines): on a 2-core CPU a
+many times its ``k + 1`` active ones (``G >= 21`` for cubic splines): on a 2-core CPU a
 gathered row and its scatter-add cost several dense multiply-adds, and the training steps of
-a [8, 64, 64, 1] network on the two paths cross between G = 20 and G = 29, where they are
-equal within the noise (benchmarks/PERF.md)."""
+a [8, 64, 64, 1] network (batch 1024) on the two paths are equal within the noise at
+G = 20; a [64, 256, 256, 10] network's cross lower, between G = 14 and G = 20
+(benchmarks/PERF.md)."""
 
 # Elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB in float32,
 # small enough to stay in cache, large enough that the loop runs few steps.
@@ -100,7 +101,7 @@ def local_spline_sum(x: jax.Array, start: jax.Array, step: jax.Array, table: jax
 def _window_sum(s: jax.Array, table: jax.Array, order: int) -> jax.Array:
     """``(batch, n_in)`` grid coordinates -> ``(batch, n_out)``."""
     first, values = basis_lib.cardinal_window(s, table.shape[1], order)
-    return _scan_windows(first, ((values, table),))
+    return _scan_windows(first, ((None, values, table),))
 
 
 @functools.partial(_window_sum.defjvp, symbolic_zeros=True)
@@ -110,21 +111,22 @@ def _window_sum_jvp(order, primals, tangents):
 
     Both terms are summed in one scan shaped like the value's: rows of ``table_dot``
     weighted by the basis values (reverse mode turns them into per-chunk scatter-adds) and
-    rows of ``table`` weighted by ``slope_l * s_dot``. The scan's body is rematerialised, so
-    reverse mode gathers the ``table`` rows again and dots them with the output cotangent
-    instead of storing them (or a ``(batch, n_in, n_out)`` tensor of slopes): stored, they
-    would be the bulk of a training step's working memory, which on CPU is mapped in again
-    at every step once it is large (benchmarks/PERF.md).
+    each chunk's slope sums ``D_p``, contracted with ``s_dot`` by a batched dot. The scan's
+    body is rematerialised, so reverse mode gathers the ``table`` rows again and dots their
+    slope sums with the output cotangent instead of storing them (or all of ``D``, a
+    ``(batch, n_in, n_out)`` tensor): stored, they would be the bulk of a training step's
+    working memory, which on CPU is mapped in again at every step once it is large
+    (benchmarks/PERF.md).
     """
     s, table = primals
     s_dot, table_dot = tangents
     first, values, slopes = basis_lib.cardinal_window_slopes(s, table.shape[1], order)
-    y = _scan_windows(first, ((values, table),))
+    y = _scan_windows(first, ((None, values, table),))
     terms = []
     if order > 0 and not isinstance(s_dot, SymbolicZero):  # order 0: slopes are zero
-        terms.append((slopes * s_dot[..., None], table))
+        terms.append((s_dot, slopes, table))
     if not isinstance(table_dot, SymbolicZero):
-        terms.append((values, table_dot))
+        terms.append((None, values, table_dot))
     if not terms:
         return y, jnp.zeros_like(y)
     return y, _scan_windows(first, tuple(terms), remat=True)
@@ -137,32 +139,44 @@ def _chunked(a: jax.Array, chunk: int) -> jax.Array:
 
 
 def _scan_windows(first, terms, remat: bool = False):
-    """``sum_(w, T) sum_p sum_l w[:, p, l] T[p, first + l]`` over ``terms``, pairs ``(w, T)``,
-    by a scan over input chunks.
+    """``sum_(a, w, T) sum_p a[:, p] sum_l w[:, p, l] T[p, first + l]`` over ``terms``,
+    triples ``(a, w, T)`` (``a`` may be ``None``: ones), by a scan over input chunks.
 
-    ``first`` ``(batch, n_in)``; each ``w`` ``(batch, n_in, k + 1)``, each ``T``
-    ``(n_in, K, n_out)``; returns ``(batch, n_out)``. With ``remat`` the scan body is
-    rematerialised (``jax.checkpoint``): reverse mode recomputes its gathers.
+    ``first`` ``(batch, n_in)``; each ``a`` ``(batch, n_in)``, each ``w``
+    ``(batch, n_in, k + 1)``, each ``T`` ``(n_in, K, n_out)``; returns ``(batch, n_out)``.
+    With ``remat`` the scan body is rematerialised (``jax.checkpoint``): reverse mode
+    recomputes its gathers.
+
+    A term with ``a`` is contracted over the chunk's inputs by a batched dot, not by a
+    product and a sum: reverse mode then turns it into a dot of the gathered rows with the
+    output cotangent, which XLA:CPU runs several times faster than the product and the
+    reduction over ``n_out`` that it would otherwise be (benchmarks/PERF.md).
     """
-    n_in, num_basis, n_out = terms[0][1].shape
-    batch, width = first.shape[0], terms[0][0].shape[-1]
+    n_in, num_basis, n_out = terms[0][2].shape
+    batch, width = first.shape[0], terms[0][1].shape[-1]
     chunk = chunk_features(n_in, batch, n_out, num_basis)
     # rows of the chunk's flat table (chunk * K, n_out) where each input's window begins
     offsets = (jnp.arange(n_in, dtype=jnp.int32) % chunk) * num_basis
     xs = (_chunked(first + offsets[None, :], chunk),
-          tuple((_chunked(w, chunk), t.reshape(n_in // chunk, chunk * num_basis, n_out))
-                for w, t in terms))
+          tuple((None if a is None else _chunked(a, chunk), _chunked(w, chunk),
+                 t.reshape(n_in // chunk, chunk * num_basis, n_out)) for a, w, t in terms))
 
-    def body(acc, step_args):
-        r, pairs = step_args  # (batch, chunk); (batch, chunk, k + 1), (chunk * K, n_out)
-        for w, t in pairs:
-            for l in range(width):
-                acc = acc + jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
-        return acc, None
+    def body(carry, step_args):
+        acc, acc_out = carry  # (batch, chunk, n_out), (batch, n_out)
+        r, triples = step_args  # (batch, chunk); (batch, chunk), (batch, chunk, k + 1), table
+        for a, w, t in triples:
+            rows = sum(jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
+                       for l in range(width))
+            if a is None:
+                acc = acc + rows
+            else:
+                acc_out = acc_out + jnp.einsum("bc,bcq->bq", a, rows)
+        return (acc, acc_out), None
 
-    acc = jnp.zeros((batch, chunk, n_out), jnp.result_type(*[a for term in terms for a in term]))
-    acc, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, acc, xs)
-    return acc.sum(axis=1)
+    dtype = jnp.result_type(*[a for term in terms for a in term if a is not None])
+    carry = (jnp.zeros((batch, chunk, n_out), dtype), jnp.zeros((batch, n_out), dtype))
+    (acc, acc_out), _ = jax.lax.scan(jax.checkpoint(body) if remat else body, carry, xs)
+    return acc.sum(axis=1) + acc_out
 
 
 def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order: int):

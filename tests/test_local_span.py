@@ -196,6 +196,9 @@ def test_local_layers_combine_multiplication_nodes_and_symbolic_edges(spline_eva
 def test_auto_rule_and_non_uniform_grids():
     assert not local_spline.use_local("auto", 5 + 3, 3, True)
     assert local_spline.use_local("auto", 100 + 3, 3, True)
+    # the switch: G + k >= LOCAL_MIN_RATIO (k + 1), G >= 21 for cubic splines
+    assert not local_spline.use_local("auto", 20 + 3, 3, True)
+    assert local_spline.use_local("auto", 21 + 3, 3, True)
     assert local_spline.use_local("local", 5 + 3, 3, True)
     assert not local_spline.use_local("dense", 100 + 3, 3, True)
     assert not local_spline.use_local("local", 100 + 3, 3, False)  # explicit knots: dense
