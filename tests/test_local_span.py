@@ -271,3 +271,28 @@ def test_chunks_divide_the_inputs():
     table = jax.random.normal(jax.random.key(7), (7, 53, 3))
     np.testing.assert_allclose(_local_sum(x, table, 50, 3), _dense_sum(x, table, 50, 3),
                                atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"dtype": jnp.bfloat16}, {"param_dtype": jnp.float16},
+                                    {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16}])
+def test_half_precision_matches_dense(kwargs):
+    """Low-precision compute and parameters (as on TPUs and GPUs) give the dense path's dtypes
+    and, to that precision, its values and gradients."""
+    x = jnp.asarray(_inputs(64, 3, 50, 3, seed=11))
+    results = []
+    for spline_eval in ("dense", "local"):
+        model = kanjax.KAN([3, 4, 2], grid_size=50, spline_eval=spline_eval, rngs=nnx.Rngs(0),
+                           **kwargs)
+        y = model(x)
+        grads = nnx.grad(lambda m: jnp.mean(m(x).astype(jnp.float32) ** 2))(model)
+        results.append((y, jax.tree.leaves(grads)))
+    (y_dense, g_dense), (y_local, g_local) = results
+    assert y_local.dtype == y_dense.dtype
+    eps = float(jnp.finfo(y_dense.dtype).eps)
+    scale = float(jnp.abs(y_dense.astype(jnp.float32)).max())
+    np.testing.assert_allclose(np.asarray(y_local, np.float32), np.asarray(y_dense, np.float32),
+                               atol=8 * eps * scale)
+    for a, b in zip(g_dense, g_local):
+        assert b.dtype == a.dtype
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        np.testing.assert_allclose(b, a, atol=0.1 * np.abs(a).max() + 1e-6)
