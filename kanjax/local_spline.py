@@ -6,10 +6,12 @@ the rows ``c[p, first .. first + k, :]`` of its window (:func:`kanjax.basis.card
 The dense path (:mod:`kanjax.layer`) multiplies all ``G + k`` basis values, mostly zeros, and
 its cost grows with ``G``; this path gathers ``k + 1`` rows per input and its cost does not.
 
-The gathers run in a ``lax.scan`` over chunks of input features. Each step touches a small
-table (the chunk's coefficients, sized to stay in a core's cache) and small buffers: reverse
-mode accumulates the coefficient gradient with a scatter-add into that chunk's table, which
-XLA:CPU runs far faster than one scatter into the whole table. No tensor with a
+The gathers run in a ``lax.scan`` over chunks of input features. On CPU each step touches a
+small table (the chunk's coefficients, sized to stay in a core's cache) and small buffers:
+reverse mode accumulates the coefficient gradient with a scatter-add into that chunk's
+table, which XLA:CPU runs far faster than one scatter into the whole table. On GPU and TPU
+the steps are as large as a memory cap allows, often one step for the whole layer, since
+each step costs kernel launches there (:func:`chunk_features`). No tensor with a
 ``(batch, n_in, n_out)`` or larger shape is ever stored: the tangent's scan is
 rematerialised, so reverse mode gathers its rows again instead of keeping them, and a
 training step's working memory stays close to the forward pass's (measurements in
@@ -44,12 +46,15 @@ a [8, 64, 64, 1] network (batch 1024) on the two paths are equal within the nois
 G = 20; a [64, 256, 256, 10] network's cross lower, between G = 14 and G = 20
 (benchmarks/PERF.md)."""
 
-# Elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB in float32,
-# small enough to stay in cache, large enough that the loop runs few steps.
+# On CPU, elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB
+# in float32, small enough to stay in cache, large enough that the loop runs few steps.
 _CHUNK_ELEMENTS = 1 << 19
-# Elements of one step's coefficient table (chunk x K x n_out) at most: 128 KB in float32, so
-# that the rows a step gathers from and scatter-adds into stay in a core's L2 cache.
+# On CPU, elements of one step's coefficient table (chunk x K x n_out) at most: 128 KB in
+# float32, so that the rows a step gathers from and scatter-adds into stay in a core's L2.
 _TABLE_ELEMENTS = 1 << 15
+# On GPU and TPU there is no core cache to fit, and every scan step costs kernel launches:
+# steps are as large as 64 MB per-step buffers in float32 allow, with no table cap.
+_ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
 
 
 def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bool:
@@ -66,12 +71,21 @@ def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bo
     return spline_eval == "local" or num_basis >= LOCAL_MIN_RATIO * (int(order) + 1)
 
 
-def chunk_features(n_in: int, batch: int, n_out: int, num_basis: int) -> int:
-    """Input features per scan step: the largest divisor of ``n_in`` whose per-step buffers
-    ``(batch, chunk, n_out)`` hold at most ``_CHUNK_ELEMENTS`` elements and whose table
-    ``(chunk, num_basis, n_out)`` at most ``_TABLE_ELEMENTS`` (at least 1)."""
-    limit = min(_CHUNK_ELEMENTS // max(1, batch * n_out),
-                _TABLE_ELEMENTS // max(1, num_basis * n_out))
+def chunk_features(n_in: int, batch: int, n_out: int, num_basis: int,
+                   backend: str = "cpu") -> int:
+    """Input features per scan step: the largest divisor of ``n_in`` within the step sizes
+    for ``backend`` (at least 1).
+
+    On ``"cpu"`` the per-step buffers ``(batch, chunk, n_out)`` hold at most
+    ``_CHUNK_ELEMENTS`` elements and the table ``(chunk, num_basis, n_out)`` at most
+    ``_TABLE_ELEMENTS``; on any other backend the buffers hold at most
+    ``_ACCELERATOR_CHUNK_ELEMENTS``.
+    """
+    if backend == "cpu":
+        limit = min(_CHUNK_ELEMENTS // max(1, batch * n_out),
+                    _TABLE_ELEMENTS // max(1, num_basis * n_out))
+    else:
+        limit = _ACCELERATOR_CHUNK_ELEMENTS // max(1, batch * n_out)
     limit = max(1, limit)
     return max(d for d in range(1, n_in + 1) if n_in % d == 0 and d <= limit)
 
@@ -154,7 +168,7 @@ def _scan_windows(first, terms, remat: bool = False):
     """
     n_in, num_basis, n_out = terms[0][2].shape
     batch, width = first.shape[0], terms[0][1].shape[-1]
-    chunk = chunk_features(n_in, batch, n_out, num_basis)
+    chunk = chunk_features(n_in, batch, n_out, num_basis, jax.default_backend())
     # rows of the chunk's flat table (chunk * K, n_out) where each input's window begins
     offsets = (jnp.arange(n_in, dtype=jnp.int32) % chunk) * num_basis
     xs = (_chunked(first + offsets[None, :], chunk),

@@ -267,6 +267,10 @@ def test_chunks_divide_the_inputs():
     assert local_spline.chunk_features(64, 128, 64, 103) == 4
     assert local_spline.chunk_features(67, 1024, 64, 8) == 1  # prime: one input per step
     assert local_spline.chunk_features(64, 1024, 1, 103) == 64
+    # accelerators: no table cap, per-step buffers up to 2^24 elements
+    assert local_spline.chunk_features(64, 1024, 64, 103, backend="gpu") == 64
+    assert local_spline.chunk_features(256, 4096, 256, 53, backend="tpu") == 16
+    assert local_spline.chunk_features(256, 4096, 256, 53) == 1
     x = jnp.asarray(_inputs(16, 7, 50, 3, seed=6))
     table = jax.random.normal(jax.random.key(7), (7, 53, 3))
     np.testing.assert_allclose(_local_sum(x, table, 50, 3), _dense_sum(x, table, 50, 3),
