@@ -190,7 +190,23 @@ def _scan_windows(first, terms, remat: bool = False):
     dtype = jnp.result_type(*[a for term in terms for a in term if a is not None])
     carry = (jnp.zeros((batch, chunk, n_out), dtype), jnp.zeros((batch, n_out), dtype))
     (acc, acc_out), _ = jax.lax.scan(jax.checkpoint(body) if remat else body, carry, xs)
-    return acc.sum(axis=1) + acc_out
+    return _sum_middle(acc) + acc_out
+
+
+def _sum_middle(a: jax.Array) -> jax.Array:
+    """``a.sum(axis=1)`` for ``a`` of shape ``(batch, m, n_out)``, by adding halves.
+
+    Elementwise adds of slices, ``log2(m)`` of them: XLA:CPU hands a ``reduce_sum`` over this
+    axis, with the gathers feeding it, to a library fusion that ran 4x slower here
+    (benchmarks/PERF.md).
+    """
+    while a.shape[1] > 1:
+        half = a.shape[1] // 2
+        summed = a[:, :half] + a[:, half:2 * half]
+        if a.shape[1] % 2:  # the odd one out joins the first slot
+            summed = summed.at[:, 0].add(a[:, -1])
+        a = summed
+    return a[:, 0]
 
 
 def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order: int):
