@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from matmuls_only import matmuls_only_model  # this script's folder is on sys.path
+from plain_step import adam_mse_step
 
 import kanjax
 
@@ -51,25 +53,12 @@ def make_step(widths, grid_size, spline_eval, batch, seed=0):
     x = jnp.asarray(rng.uniform(-1, 1, size=(batch, widths[0])).astype("float32"))
     y = jnp.sum(x ** 2, axis=1, keepdims=True).repeat(widths[-1], axis=1)
     if spline_eval == "matmuls-only":
-        from matmuls_only import matmuls_only_model  # this script's folder is on sys.path
-
         model = matmuls_only_model(widths, grid_size + ORDER + 1, seed)
     else:
         model = kanjax.KAN(widths, basis="bspline", grid_size=grid_size, order=ORDER,
                            spline_eval=spline_eval, rngs=nnx.Rngs(seed))
-    graphdef, state = nnx.split(model)
-    params, other = state.split(nnx.Param, ...)
-    tx = optax.adam(1e-3)
-
-    @jax.jit
-    def step(p, opt_state, xb, yb):
-        def loss_fn(p):
-            return jnp.mean((nnx.merge(graphdef, p, other)(xb) - yb) ** 2)
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, opt_state = tx.update(grads, opt_state, p)
-        return optax.apply_updates(p, updates), opt_state, loss
-
-    box = [params, tx.init(params)]
+    step, params, opt_state = adam_mse_step(model, 1e-3)
+    box = [params, opt_state]
 
     def run():
         box[0], box[1], loss = step(box[0], box[1], x, y)

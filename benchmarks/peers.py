@@ -549,28 +549,17 @@ def run_jax_jit(impl: str, problem: dict, args) -> dict:
     """Any JAX library as one plain ``jax.jit`` step called per batch: the model split once
     with ``nnx.split``, the step maps (parameters, Adam state, batch) to the updated ones,
     default XLA options, no donation (the protocol of a user's own training loop)."""
-    import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
-    from flax import nnx
 
     xs_np, ys_np = make_data(problem, args.block)
     xs, ys = jnp.asarray(xs_np), jnp.asarray(ys_np)
     out = PARTIAL
     model, base_rss = build_measured_model(impl, problem, args, out)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.adam(LEARNING_RATE)
-    box = [params, tx.init(params)]
+    from plain_step import adam_mse_step  # this script's folder is on sys.path
 
-    @jax.jit
-    def train_step(p, s, xb, yb):
-        def loss_fn(p):
-            return jnp.mean((nnx.merge(graphdef, p, rest)(xb) - yb) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, s = tx.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss
+    train_step, params, opt_state = adam_mse_step(model, LEARNING_RATE)
+    box = [params, opt_state]
 
     def step(xb, yb):
         box[0], box[1], loss = train_step(box[0], box[1], xb, yb)
