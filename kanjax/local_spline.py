@@ -125,9 +125,9 @@ def _window_sum_jvp(order, primals, tangents):
 
     Both terms are summed in one scan shaped like the value's: rows of ``table_dot``
     weighted by the basis values (reverse mode turns them into per-chunk scatter-adds) and
-    each chunk's slope sums ``D_p``, contracted with ``s_dot`` by a batched dot. The scan's
-    body is rematerialised, so reverse mode gathers the ``table`` rows again and dots their
-    slope sums with the output cotangent instead of storing them (or all of ``D``, a
+    each chunk's slope sums ``D_p`` scaled by ``s_dot``. The scan's body is
+    rematerialised, so reverse mode gathers the ``table`` rows again and dots their slope
+    sums with the output cotangent instead of storing them (or all of ``D``, a
     ``(batch, n_in, n_out)`` tensor): stored, they would be the bulk of a training step's
     working memory, which on CPU is mapped in again at every step once it is large
     (benchmarks/PERF.md).
@@ -161,10 +161,11 @@ def _scan_windows(first, terms, remat: bool = False):
     With ``remat`` the scan body is rematerialised (``jax.checkpoint``): reverse mode
     recomputes its gathers.
 
-    A term with ``a`` is contracted over the chunk's inputs by a batched dot, not by a
-    product and a sum: reverse mode then turns it into a dot of the gathered rows with the
-    output cotangent, which XLA:CPU runs several times faster than the product and the
-    reduction over ``n_out`` that it would otherwise be (benchmarks/PERF.md).
+    A term with ``a`` scales its rows by ``a`` broadcast over ``n_out``, written as an outer
+    product with ones (``einsum("bc,q->bcq")``): forward mode stays elementwise, and reverse
+    mode turns the broadcast into a matrix-vector product over ``n_out``, which XLA:CPU runs
+    several times faster than the reduction that a plain broadcast's transpose would be
+    (benchmarks/PERF.md).
     """
     n_in, num_basis, n_out = terms[0][2].shape
     batch, width = first.shape[0], terms[0][1].shape[-1]
@@ -174,23 +175,20 @@ def _scan_windows(first, terms, remat: bool = False):
     xs = (_chunked(first + offsets[None, :], chunk),
           tuple((None if a is None else _chunked(a, chunk), _chunked(w, chunk),
                  t.reshape(n_in // chunk, chunk * num_basis, n_out)) for a, w, t in terms))
+    dtype = jnp.result_type(*[a for term in terms for a in term if a is not None])
+    ones = jnp.ones((n_out,), dtype)
 
-    def body(carry, step_args):
-        acc, acc_out = carry  # (batch, chunk, n_out), (batch, n_out)
+    def body(acc, step_args):
         r, triples = step_args  # (batch, chunk); (batch, chunk), (batch, chunk, k + 1), table
         for a, w, t in triples:
             rows = sum(jnp.take(t, r + l, axis=0, mode="clip") * w[..., l, None]
                        for l in range(width))
-            if a is None:
-                acc = acc + rows
-            else:
-                acc_out = acc_out + jnp.einsum("bc,bcq->bq", a, rows)
-        return (acc, acc_out), None
+            acc = acc + (rows if a is None else rows * jnp.einsum("bc,q->bcq", a, ones))
+        return acc, None
 
-    dtype = jnp.result_type(*[a for term in terms for a in term if a is not None])
-    carry = (jnp.zeros((batch, chunk, n_out), dtype), jnp.zeros((batch, n_out), dtype))
-    (acc, acc_out), _ = jax.lax.scan(jax.checkpoint(body) if remat else body, carry, xs)
-    return _sum_middle(acc) + acc_out
+    acc = jnp.zeros((batch, chunk, n_out), dtype)
+    acc, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, acc, xs)
+    return _sum_middle(acc)
 
 
 def _sum_middle(a: jax.Array) -> jax.Array:
