@@ -69,8 +69,7 @@ class KANLayer(nnx.Module):
         ``grid_size`` is then ``n_knots - 2k - 1``.
       spline_eval: B-spline basis only; ``"dense"`` multiplies all ``G + k`` basis values,
         ``"local"`` only the ``k + 1`` non-zero ones (cost flat in ``G``), ``"auto"`` picks per
-        layer (:func:`kanjax.local_spline.use_local`). Same values; non-uniform knots are
-        always dense.
+        layer (:func:`kanjax.local_spline.use_local`). Same values, on any knots.
       squash: Taylor basis only; the map applied to ``x`` before the powers. ``"tanh"``
         (default) keeps every power in ``(-1, 1)`` whatever the input, so deep Taylor KANs
         and inputs beyond ``[-1, 1]`` stay finite; ``None`` evaluates raw powers of ``x``
@@ -359,7 +358,8 @@ class KANLayer(nnx.Module):
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
         if self.basis == "bspline" and local_spline.use_local(
                 self.spline_eval, self.num_basis, self.order, self.uniform):
-            y = _kan_layer_local(x, *args, w_base, w_spline, coef, bias, order=self.order)
+            local = _kan_layer_local if self.uniform else _kan_layer_pieces
+            y = local(x, *args, w_base, w_spline, coef, bias, order=self.order)
         else:
             y = _kan_layer_from_basis(x, basis_fn, w_base, w_spline, coef, bias,
                                       basis_args=args)
@@ -466,6 +466,7 @@ class KANLayer(nnx.Module):
 # factories, so the static argument hashes the same on every call.
 _kan_layer_from_basis = jax.jit(layer_lib.kan_layer_from_basis, static_argnums=(1,))
 _kan_layer_local = jax.jit(local_spline.kan_layer_local, static_argnames=("order",))
+_kan_layer_pieces = jax.jit(local_spline.kan_layer_pieces, static_argnames=("order",))
 
 
 @functools.cache

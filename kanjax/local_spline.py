@@ -18,7 +18,11 @@ training step's working memory stays close to the forward pass's (measurements i
 benchmarks/PERF.md). The derivative in ``x`` is analytic (a custom JVP, so forward mode,
 reverse mode and higher orders all work); ``jax.vmap`` works as usual.
 
-Uniform grids only: non-uniform knots stay on the dense path.
+On uniform knots the window's values are cardinal B-splines of the grid coordinate
+(:func:`local_spline_sum`). On any other knots (grids moved to the data, as grid updates and
+grid extension make them) the table is first rewritten as one polynomial per knot interval
+(:mod:`kanjax.spline_pieces`), whose ``k + 1`` rows are weighted by powers of the offset into
+the interval (:func:`piece_spline_sum`): the same gathers, scan and derivative rule.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from kanjax import basis as basis_lib
+from kanjax import spline_pieces
 
-__all__ = ["local_spline_sum", "kan_layer_local", "chunk_features", "use_local",
-           "SPLINE_EVALS", "LOCAL_MIN_RATIO"]
+__all__ = ["local_spline_sum", "piece_spline_sum", "kan_layer_local", "kan_layer_pieces",
+           "chunk_features", "use_local", "SPLINE_EVALS", "LOCAL_MIN_RATIO",
+           "PIECES_MIN_RATIO"]
 
 SPLINE_EVALS = ("auto", "dense", "local")
 """How a uniform B-spline layer evaluates its splines: chosen per layer, all basis functions
@@ -44,6 +50,14 @@ many times its ``k + 1`` active ones (``G >= 21`` for cubic splines): on a 2-cor
 gathered row and its scatter-add cost several dense multiply-adds, and the training steps of
 a [8, 64, 64, 1] network (batch 1024) on the two paths are equal within the noise at
 G = 20; a [64, 256, 256, 10] network's cross lower, between G = 14 and G = 20
+(benchmarks/PERF.md)."""
+
+PIECES_MIN_RATIO = 5
+"""As :data:`LOCAL_MIN_RATIO`, for B-splines on non-uniform knots (``G >= 17`` for cubic
+splines), where the local path evaluates polynomial pieces (:func:`piece_spline_sum`) and the
+dense one the Cox-de Boor recursion over all ``G + k`` functions: the training steps of a
+[8, 64, 64, 1] network (batch 1024) are equal within the noise at G = 15 and those of a
+[64, 256, 256, 10] network at G = 20; networks as small as [2, 5, 1] gain from G = 5
 (benchmarks/PERF.md)."""
 
 # On CPU, elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB
@@ -60,15 +74,17 @@ _ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
 def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool) -> bool:
     """Whether a B-spline layer takes the local path.
 
-    ``"dense"``: never; ``"local"`` and ``"auto"``: only on uniform grids (non-uniform knots
-    always use the dense path), ``"auto"`` only when ``num_basis >= LOCAL_MIN_RATIO * (order +
-    1)``.
+    ``"dense"``: never; ``"local"``: always (uniform knots by :func:`local_spline_sum`, any
+    other by :func:`piece_spline_sum`); ``"auto"``: when ``num_basis >= ratio * (order + 1)``
+    with ``ratio`` :data:`LOCAL_MIN_RATIO` on uniform knots and
+    :data:`PIECES_MIN_RATIO` on others.
     """
     if spline_eval not in SPLINE_EVALS:
         raise ValueError(f"spline_eval must be one of {SPLINE_EVALS}, got {spline_eval!r}")
-    if spline_eval == "dense" or not uniform:
-        return False
-    return spline_eval == "local" or num_basis >= LOCAL_MIN_RATIO * (int(order) + 1)
+    if spline_eval != "auto":
+        return spline_eval == "local"
+    ratio = LOCAL_MIN_RATIO if uniform else PIECES_MIN_RATIO
+    return num_basis >= ratio * (int(order) + 1)
 
 
 def chunk_features(n_in: int, batch: int, n_out: int, num_basis: int,
@@ -135,15 +151,71 @@ def _window_sum_jvp(order, primals, tangents):
     s, table = primals
     s_dot, table_dot = tangents
     first, values, slopes = basis_lib.cardinal_window_slopes(s, table.shape[1], order)
+    return _value_and_tangent(first, values, slopes if order > 0 else None, table, s_dot,
+                              table_dot)
+
+
+def _value_and_tangent(first, values, slopes, table, s_dot, table_dot):
+    """The window sum and its tangent (see :func:`_window_sum_jvp`); ``slopes`` ``None``
+    when they are zero."""
     y = _scan_windows(first, ((None, values, table),))
     terms = []
-    if order > 0 and not isinstance(s_dot, SymbolicZero):  # order 0: slopes are zero
+    if slopes is not None and not isinstance(s_dot, SymbolicZero):
         terms.append((s_dot, slopes, table))
     if not isinstance(table_dot, SymbolicZero):
         terms.append((None, values, table_dot))
     if not terms:
         return y, jnp.zeros_like(y)
     return y, _scan_windows(first, tuple(terms), remat=True)
+
+
+def piece_spline_sum(x: jax.Array, knots: jax.Array, table: jax.Array, order: int) -> jax.Array:
+    """``sum_p sum_i B_i(x_p) table[p, i, :]`` for B-splines on any knots, by their
+    polynomial pieces (:mod:`kanjax.spline_pieces`): ``k + 1`` rows per input, as the uniform
+    path.
+
+    Args:
+      x: inputs, shape ``(..., n_in)``.
+      knots: non-decreasing knots, shape ``(n_in, n_knots)``.
+      table: coefficients, shape ``(n_in, K, n_out)`` with ``K = n_knots - order - 1``.
+      order: spline order ``k >= 0``.
+
+    Returns:
+      ``(..., n_out)``, equal to ``einsum("...pi,piq->...q", B(x), table)`` with ``B``
+      :func:`kanjax.basis.bspline_basis` up to rounding.
+    """
+    n_in, _, n_out = table.shape
+    pieces = spline_pieces.piece_table(knots, table, order)
+    piece, v = spline_pieces.piece_index(x.reshape(-1, n_in), knots.astype(x.dtype))
+    y = _powers_sum(v, piece * (int(order) + 1), pieces, int(order))
+    return y.reshape(*x.shape[:-1], n_out)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _powers_sum(u: jax.Array, first: jax.Array, table: jax.Array, order: int) -> jax.Array:
+    """``sum_p sum_d u_p^d table[p, first_p + d]``: ``(batch, n_in)`` offsets and rows."""
+    return _scan_windows(first, ((None, _powers(u, order), table),))
+
+
+@functools.partial(_powers_sum.defjvp, symbolic_zeros=True)
+def _powers_sum_jvp(order, primals, tangents):
+    """As :func:`_window_sum_jvp`, with the powers ``u^d`` and their slopes ``d u^(d-1)``."""
+    u, first, table = primals
+    u_dot, _, table_dot = tangents  # ``first`` is an integer index
+    slopes = None
+    if order > 0:
+        lower = _powers(u, order - 1)
+        degrees = jnp.arange(1, order + 1, dtype=u.dtype).reshape((1,) * u.ndim + (order,))
+        slopes = jnp.concatenate([jnp.zeros_like(u)[..., None], lower * degrees], axis=-1)
+    return _value_and_tangent(first, _powers(u, order), slopes, table, u_dot, table_dot)
+
+
+def _powers(u: jax.Array, order: int) -> jax.Array:
+    """``(..., n) -> (..., n, order + 1)``: ``u^0 .. u^order``."""
+    powers = [jnp.ones_like(u)]
+    for _ in range(order):
+        powers.append(powers[-1] * u)
+    return jnp.stack(powers, axis=-1)
 
 
 def _chunked(a: jax.Array, chunk: int) -> jax.Array:
@@ -223,6 +295,17 @@ def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order:
     """
     table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)  # (n_in, K, n_out)
     y = jax.nn.silu(x) @ w_base + local_spline_sum(x, start, step, table, order)
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+    return y
+
+
+def kan_layer_pieces(x, knots, w_base, w_spline, coef, bias=None, *, order: int):
+    """:func:`kanjax.layer.kan_layer` on B-splines with any knots ``(n_in, n_knots)``, by
+    their polynomial pieces (:func:`piece_spline_sum`); arguments as :func:`kan_layer_local`.
+    """
+    table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)  # (n_in, K, n_out)
+    y = jax.nn.silu(x) @ w_base + piece_spline_sum(x, knots, table, order)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
