@@ -9,6 +9,7 @@ batch dimensions are allowed. ``config()`` describes the layer as JSON data.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -357,7 +358,8 @@ class KANLayer(nnx.Module):
         else:
             basis_fn, args = _bspline(self.order), (self.grid[...].astype(x.dtype),)
         if self.basis == "bspline" and local_spline.use_local(
-                self.spline_eval, self.num_basis, self.order, self.uniform):
+                self.spline_eval, self.num_basis, self.order, self.uniform,
+                batch=math.prod(x.shape[:-1])):
             local = _kan_layer_local if self.uniform else _kan_layer_pieces
             y = local(x, *args, w_base, w_spline, coef, bias, order=self.order)
         else:
