@@ -376,8 +376,9 @@ def test_half_precision_matches_dense(kwargs, refined):
         if refined:
             model.refine(50, jnp.clip(x, -1, 1))
             assert not model.layers[0].uniform
-        y = model(x)
-        grads = nnx.grad(lambda m: jnp.mean(m(x).astype(jnp.float32) ** 2))(model)
+        # one compiled program for the values and the gradients
+        y, grads = nnx.jit(lambda m: (m(x), nnx.grad(
+            lambda m: jnp.mean(m(x).astype(jnp.float32) ** 2))(m)))(model)
         results.append((y, jax.tree.leaves(grads)))
     (y_dense, g_dense), (y_local, g_local) = results
     assert y_local.dtype == y_dense.dtype
