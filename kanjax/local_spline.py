@@ -205,7 +205,7 @@ def piece_spline_sum(x: jax.Array, knots: jax.Array, table: jax.Array, order: in
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _powers_sum(u: jax.Array, first: jax.Array, table: jax.Array, order: int) -> jax.Array:
     """``sum_p sum_d u_p^d table[p, first_p + d]``: ``(batch, n_in)`` offsets and rows."""
-    return _scan_windows(first, ((None, _powers(u, order), table),))
+    return _scan_windows(first, ((None, basis_lib.power_basis(u, order), table),))
 
 
 @functools.partial(_powers_sum.defjvp, symbolic_zeros=True)
@@ -213,20 +213,9 @@ def _powers_sum_jvp(order, primals, tangents):
     """As :func:`_window_sum_jvp`, with the powers ``u^d`` and their slopes ``d u^(d-1)``."""
     u, first, table = primals
     u_dot, _, table_dot = tangents  # ``first`` is an integer index
-    slopes = None
-    if order > 0:
-        lower = _powers(u, order - 1)
-        degrees = jnp.arange(1, order + 1, dtype=u.dtype).reshape((1,) * u.ndim + (order,))
-        slopes = jnp.concatenate([jnp.zeros_like(u)[..., None], lower * degrees], axis=-1)
-    return _value_and_tangent(first, _powers(u, order), slopes, table, u_dot, table_dot)
-
-
-def _powers(u: jax.Array, order: int) -> jax.Array:
-    """``(..., n) -> (..., n, order + 1)``: ``u^0 .. u^order``."""
-    powers = [jnp.ones_like(u)]
-    for _ in range(order):
-        powers.append(powers[-1] * u)
-    return jnp.stack(powers, axis=-1)
+    powers, slopes = jax.jvp(lambda v: basis_lib.power_basis(v, order), (u,), (jnp.ones_like(u),))
+    return _value_and_tangent(first, powers, slopes if order > 0 else None, table, u_dot,
+                              table_dot)
 
 
 def _chunked(a: jax.Array, chunk: int) -> jax.Array:
