@@ -293,19 +293,23 @@ def kan_layer_local(x, start, step, w_base, w_spline, coef, bias=None, *, order:
     Returns:
       ``(..., n_out)``: ``silu(x) @ w_base + sum_p w_spline[p] * (coef[p] @ B(x_p)) (+ bias)``.
     """
-    table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)  # (n_in, K, n_out)
-    y = jax.nn.silu(x) @ w_base + local_spline_sum(x, start, step, table, order)
-    if bias is not None:
-        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
-    return y
+    return _layer(x, lambda table: local_spline_sum(x, start, step, table, order),
+                  w_base, w_spline, coef, bias)
 
 
 def kan_layer_pieces(x, knots, w_base, w_spline, coef, bias=None, *, order: int):
     """:func:`kanjax.layer.kan_layer` on B-splines with any knots ``(n_in, n_knots)``, by
     their polynomial pieces (:func:`piece_spline_sum`); arguments as :func:`kan_layer_local`.
     """
-    table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)  # (n_in, K, n_out)
-    y = jax.nn.silu(x) @ w_base + piece_spline_sum(x, knots, table, order)
+    return _layer(x, lambda table: piece_spline_sum(x, knots, table, order),
+                  w_base, w_spline, coef, bias)
+
+
+def _layer(x, spline_sum, w_base, w_spline, coef, bias):
+    """``silu(x) @ w_base + spline_sum(table) (+ bias)``, ``table = coef * w_spline`` laid
+    out ``(n_in, K, n_out)``."""
+    table = jnp.moveaxis(coef * w_spline[..., None], -1, 1)
+    y = jax.nn.silu(x) @ w_base + spline_sum(table)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
