@@ -69,25 +69,27 @@ def piece_polynomials(knots: jax.Array, order: int) -> jax.Array:
     padded = jnp.concatenate([jnp.repeat(knots[:, :1], order, axis=1), knots,
                               jnp.repeat(knots[:, -1:], order, axis=1)], axis=1)
     t = jnp.stack([padded[:, o:o + n_knots - 1] for o in range(2 * order + 2)], axis=-1)
-    base, width = t[..., order], t[..., order + 1] - t[..., order]  # t_m, t_{m+1} - t_m
+    base = t[..., order, None]  # t_m, broadcast over the rows of a level
+    width = t[..., order + 1, None] - base  # t_{m+1} - t_m
     # level 0: B_{m,0} = 1 on interval m (polynomials as coefficient vectors over v^0..v^k)
     poly = jnp.zeros((n_in, n_knots - 1, 1, order + 1), knots.dtype).at[..., 0, 0].set(1.0)
     for p in range(1, order + 1):
+        # rows l = 0..p of level p are B_{j,p}, j = m - p + l, with t_j at t[..., first + l];
+        # all rows at once: B_{j,p} = rising(B_{j,p-1}) + falling(B_{j+1,p-1})
         lower = jnp.pad(poly, ((0, 0), (0, 0), (1, 1), (0, 0)))  # B_{m-p..m+1, p-1}, ends zero
-        rows = []
-        for l in range(p + 1):  # B_{j,p}, j = m - p + l; t_j is t[..., order - p + l]
-            j = order - p + l
-            rows.append(_ratio_times(lower[..., l, :], t[..., j], t[..., j + p], base, width,
-                                     rising=True)
-                        + _ratio_times(lower[..., l + 1, :], t[..., j + 1], t[..., j + p + 1],
-                                       base, width, rising=False))
-        poly = jnp.stack(rows, axis=-2)
+        first = order - p
+        poly = (_ratio_times(lower[..., :p + 1, :], t[..., first:first + p + 1],
+                             t[..., first + p:first + 2 * p + 1], base, width, rising=True)
+                + _ratio_times(lower[..., 1:, :], t[..., first + 1:first + p + 2],
+                               t[..., first + p + 1:first + 2 * p + 2], base, width,
+                               rising=False))
     return poly
 
 
 def _ratio_times(b, t_lo, t_hi, base, width, rising: bool):
     """``b * (x - t_lo) / (t_hi - t_lo)`` (``rising``) or ``b * (t_hi - x) / (t_hi - t_lo)``
     as coefficient vectors in ``v``, ``x = base + width * v``; ``0`` where ``t_hi == t_lo``.
+    ``b`` ``(..., rows, k + 1)``; the knots ``(..., rows)``, ``base`` and ``width`` ``(..., 1)``.
     Each factor is at most one in size on the interval, so the coefficients stay bounded."""
     span = t_hi - t_lo
     inv = jnp.where(span != 0, 1.0 / jnp.where(span != 0, span, 1.0), 0.0)
@@ -114,10 +116,9 @@ def piece_table(knots: jax.Array, table: jax.Array, order: int) -> jax.Array:
     n_knots = knots.shape[-1]
     poly = piece_polynomials(knots, order).astype(table.dtype)  # (n_in, n_knots - 1, k+1, k+1)
     padded = jnp.pad(table, ((0, 0), (order, order), (0, 0)))  # c_{m-k+l} at row m + l
-    windows = [padded[:, l:l + n_knots - 1] for l in range(order + 1)]  # (n_in, m, n_out)
-    # sum_l P[m, l, d] c_{m-k+l}, as products and adds: XLA:CPU runs this tiny batched
-    # contraction (and its transpose) far faster so than as a dot
-    pieces = jnp.stack([sum(poly[:, :, l, d, None] * windows[l] for l in range(order + 1))
-                        for d in range(order + 1)], axis=2)  # (n_in, n_knots - 1, k + 1, n_out)
+    # sum_l P[m, l, d] c_{m-k+l} as k + 1 broadcast products and adds: XLA:CPU runs this
+    # tiny batched contraction (and its transpose) far faster than as a dot
+    pieces = sum(poly[:, :, l, :, None] * padded[:, l:l + n_knots - 1, None, :]
+                 for l in range(order + 1))  # (n_in, n_knots - 1, k + 1, n_out)
     pieces = jnp.pad(pieces, ((0, 0), (1, 1), (0, 0), (0, 0)))  # zero pieces outside
     return pieces.reshape(n_in, (n_knots + 1) * (order + 1), n_out)
