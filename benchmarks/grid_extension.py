@@ -105,6 +105,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.scaling_steps, args.grids, args.scaling_grids = [5], 5, [3, 5], [3, 5]
+    for name in ("grids", "scaling_grids"):  # an extension and a fitted slope need two grids
+        if len(getattr(args, name)) < 2:
+            parser.error(f"--{name.replace('_', '-')} needs at least two grid sizes, "
+                         f"got {getattr(args, name)}")
 
     import flax
     import optax

@@ -228,3 +228,13 @@ def test_accelerator_check_quick_runs_every_section(tmp_path):
         assert f"{section}: exit 0" in timings
     assert "failed or skipped: none" in timings
     assert json.loads((tmp_path / "accelerator" / "results.json").read_text())["results"]
+
+
+@pytest.mark.parametrize("flag", ["--grids", "--scaling-grids"])
+def test_grid_extension_refuses_a_single_grid_before_training(flag, capsys):
+    grid_extension = _load("grid_extension")
+    with pytest.raises(SystemExit) as stop:
+        grid_extension.main([flag, "5"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} needs at least two grid sizes, got [5]" in err
