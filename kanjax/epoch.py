@@ -149,8 +149,13 @@ def _weight_dtype(data):
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
 
 
-def _make_step(graphdef, objective, tx, spec, ravel, unravel, groups, placement):
-    """One optimizer step on one minibatch: ``((p, s), (idx, w)) -> ((p, s), stats)``."""
+def _make_step(graphdef, objective, tx, spec, ravel, unravel, groups, placement,
+               reports_gradient):
+    """One optimizer step on one minibatch: ``((p, s), (idx, w)) -> ((p, s), stats)``.
+
+    With ``reports_gradient`` the loss gradient for the statistics is ``tx``'s state's
+    ``grad`` after the update (see :class:`kanjax.optimizers.Optimizer`), and the loss
+    is not differentiated here."""
     group_of_leaf, n_groups = groups
 
     def step(r, data, carry, batch):
@@ -170,10 +175,15 @@ def _make_step(graphdef, objective, tx, spec, ravel, unravel, groups, placement)
         def residual_fn(q, sample, w):
             return objective.residuals(nnx.merge(graphdef, unravel(q), r), sample, w, total)
 
-        (value, metrics), tree_grads = jax.value_and_grad(loss, has_aux=True)(unravel(p))
-        grads = ravel(tree_grads)
-        updates, s = tx.update(grads, s, p, value=value, grad=grads, value_fn=value_fn,
-                               residual_fn=residual_fn, samples=(xb, wb))
+        args = dict(value_fn=value_fn, residual_fn=residual_fn, samples=(xb, wb))
+        if reports_gradient:  # the update's own algebra has the gradient: read it back
+            value, metrics = loss(unravel(p))
+            updates, s = tx.update(jnp.zeros_like(p), s, p, value=value, **args)
+            tree_grads = unravel(optax.tree_utils.tree_get(s, "grad"))
+        else:
+            (value, metrics), tree_grads = jax.value_and_grad(loss, has_aux=True)(unravel(p))
+            grads = ravel(tree_grads)
+            updates, s = tx.update(grads, s, p, value=value, grad=grads, **args)
         p = optax.apply_updates(p, updates)
         # each step counts as its real samples (the padded ones have weight 0)
         metrics = {k: v * total for k, v in metrics.items()}
@@ -183,7 +193,7 @@ def _make_step(graphdef, objective, tx, spec, ravel, unravel, groups, placement)
 
 
 def build_epoch(graphdef, objective, tx, spec: EpochSpec, *, params_like, flat: bool,
-                lr_fn: Callable | None, placement) -> Callable:
+                lr_fn: Callable | None, placement, reports_gradient: bool = False) -> Callable:
     """The epoch program ``run_epoch(p, s, r, epoch, key, arrays)``.
 
     ``p``: the parameters (one flat vector if ``flat``, else the ``nnx.Param`` state);
@@ -194,7 +204,7 @@ def build_epoch(graphdef, objective, tx, spec: EpochSpec, *, params_like, flat: 
     ravel, unravel = flattener(params_like) if flat else (lambda t: t, lambda t: t)
     names, group_of_leaf = layer_groups(params_like)
     step = _make_step(graphdef, objective, tx, spec, ravel, unravel,
-                      (group_of_leaf, len(names)), placement)
+                      (group_of_leaf, len(names)), placement, reports_gradient)
     regrid = _make_regrid(graphdef, ravel, unravel, spec)
 
     def run_epoch(p, s, r, epoch, key, arrays):

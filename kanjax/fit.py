@@ -199,7 +199,8 @@ def _build(model, plan: _Plan, config: TrainConfig, members) -> _Run:
     # One compiled program for the initial state, not one small program per array shape.
     theta, opt_state = jax.jit(init if members is None else jax.vmap(init))(params)
     run_epoch = build_epoch(graphdef, plan.objective, opt.tx, plan.spec, params_like=params0,
-                            flat=opt.flat, lr_fn=opt.lr_fn, placement=Placement(plan.mesh))
+                            flat=opt.flat, lr_fn=opt.lr_fn, placement=Placement(plan.mesh),
+                            reports_gradient=opt.reports_gradient)
     keys, program_fn = _vectorize(run_epoch, config, members)
     n_theta = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params0))
     return _Run(graphdef, params, rest, theta, opt_state, keys, program_fn, opt,

@@ -44,10 +44,11 @@ MAX_PARAMS = 20_000  # a P x P Cholesky per trial: beyond this, use L-BFGS or Ad
 class LMState(NamedTuple):
     damping: jax.Array  # lam, scalar
     converged: jax.Array  # bool: the last iteration lowered the loss by at most ftol of it
+    grad: jax.Array  # (P,): the loss gradient 2 J^T r at the last iteration's start (0 before)
 
 
 def lm_init(theta: jax.Array, damping: float = 1e-2) -> LMState:
-    return LMState(jnp.asarray(damping, theta.dtype), jnp.asarray(False))
+    return LMState(jnp.asarray(damping, theta.dtype), jnp.asarray(False), jnp.zeros_like(theta))
 
 
 def normal_equations(
@@ -148,7 +149,7 @@ def _lm_step(loss_fn, normal_fn, theta, state, max_trials, ftol):
     if ftol is None:
         ftol = float(jnp.finfo(theta.dtype).eps) ** 0.5
     stalled = ~accepted | ((loss - new_loss) <= ftol * loss)
-    return delta, LMState(lam, stalled), loss, 2 * g
+    return delta, LMState(lam, stalled, 2 * g), loss, 2 * g
 
 
 def levenberg_marquardt(
@@ -161,8 +162,10 @@ def levenberg_marquardt(
     is the loss, ``residual_fn(theta, *sample)`` one sample's residuals (their squares
     summed over ``samples`` give the loss) and ``samples`` a tuple of pytrees with a leading
     sample axis. ``grads`` are not used (the step solves the damped normal equations). The
-    state is :class:`LMState`; ``state.converged`` says that the last iteration lowered the
-    loss by at most ``ftol`` of it (see :func:`lm_update` for the arguments).
+    state is :class:`LMState`: ``state.converged`` says that the last iteration lowered the
+    loss by at most ``ftol`` of it (see :func:`lm_update` for the arguments), and
+    ``state.grad`` is the loss gradient at the parameters the update was given, ``2 J^T r``
+    from the normal equations: the caller need not differentiate the loss again.
     """
 
     def init(params):

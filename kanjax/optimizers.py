@@ -27,12 +27,15 @@ _LINE_SEARCH_ARGS = ("value", "grad", "value_fn")
 
 class Optimizer(NamedTuple):
     """The transformation (taking the training arguments), its learning-rate schedule
-    (``None`` when it has none to report) and whether it runs on one flat vector."""
+    (``None`` when it has none to report), whether it runs on one flat vector, and whether
+    its state reports the loss gradient at the parameters it was given (``state.grad``), so
+    that the epoch does not differentiate the loss for its statistics."""
 
     tx: optax.GradientTransformationExtraArgs
     lr_fn: Callable | None
     flat: bool
     cost: float = 1.0  # gradient evaluations per step (line searches: more); 0: dense algebra
+    reports_gradient: bool = False
 
 
 def make_schedule(learning_rate, schedule, total_steps: int):
@@ -70,9 +73,9 @@ def resolve(config, total_steps: int, dtype=jnp.float32) -> Optimizer:
 
     Default: Adam on ``config.schedule``, on one flat parameter vector (the same numbers as
     per-array Adam, one fused update for XLA to compile), with ``eps`` suited to the
-    parameters' ``dtype`` (:func:`adam_eps`). ``"lbfgs"``: optax's L-BFGS with
-    its zoom line search. ``"lm"``: :func:`kanjax.lm.levenberg_marquardt`. A user's
-    transformation sees the parameter pytree, as optax expects.
+    parameters' ``dtype`` (:func:`adam_eps`). ``"lbfgs"``: optax's L-BFGS with its zoom
+    line search. ``"lm"``: :func:`kanjax.lm.levenberg_marquardt`, whose state has the
+    gradient. A user's transformation sees the parameter pytree, as optax expects.
     """
     optimizer = config.optimizer
     if optimizer is None:
@@ -82,5 +85,6 @@ def resolve(config, total_steps: int, dtype=jnp.float32) -> Optimizer:
     if optimizer == "lbfgs":
         return Optimizer(with_training_args(optax.lbfgs()), None, True, cost=3.0)
     if optimizer == "lm":
-        return Optimizer(lm_lib.levenberg_marquardt(), None, True, cost=0.0)
+        return Optimizer(lm_lib.levenberg_marquardt(), None, True, cost=0.0,
+                         reports_gradient=True)
     return Optimizer(with_training_args(optimizer), None, False)

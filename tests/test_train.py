@@ -309,6 +309,29 @@ def test_levenberg_marquardt_fits_least_squares_to_float_precision():
     assert h2.config.get("converged") and h2.config["stopped_at_epoch"] < 50
 
 
+def test_levenberg_marquardt_reports_the_gradient_of_the_loss_it_starts_from():
+    # LM's epoch takes the per-layer gradient norms from its normal equations (2 J^T r);
+    # they must be those of the MSE's gradient at the parameters of that epoch's start.
+    x = jax.random.uniform(jax.random.key(0), (50, 2), minval=-1, maxval=1)
+    z = jnp.sin(3 * x[:, :1]) * x[:, 1:]
+    model = kanjax.KAN([2, 3, 1], basis="bspline", grid_size=5, rngs=nnx.Rngs(1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def mse(p):
+        return jnp.mean(jnp.mean((nnx.merge(graphdef, p, rest)(x) - z) ** 2, axis=-1))
+
+    loss, grads = jax.value_and_grad(mse)(params)
+    loss = float(loss)  # before train() updates the model's (shared) parameters
+    expected = {name: float(optax.global_norm(grads["layers"][i]))
+                for i, name in enumerate(("layers.0", "layers.1"))}
+    model, h = kanjax.train(model, (x, z), epochs=1, batch_size=len(x), optimizer="lm",
+                            progress=False)
+    assert set(h.grad_norm) == set(expected)
+    for name, norm in expected.items():
+        np.testing.assert_allclose(h.grad_norm[name][0], norm, rtol=1e-4)
+    np.testing.assert_allclose(h.train_loss[0], loss, rtol=1e-5)
+
+
 def test_lm_update_converges_by_relative_reduction():
     # Linear least squares with a nonzero residual at the optimum: the first iteration
     # lowers the loss a lot (not converged), the next one from the optimum by almost
