@@ -38,7 +38,7 @@ from kanjax import spline_pieces
 
 __all__ = ["local_spline_sum", "piece_spline_sum", "kan_layer_local", "kan_layer_pieces",
            "chunk_features", "use_local", "SPLINE_EVALS", "LOCAL_MIN_RATIO",
-           "PIECES_MIN_RATIO", "PIECES_MIN_BATCH"]
+           "PIECES_MIN_RATIO", "LOCAL_MIN_BATCH"]
 
 SPLINE_EVALS = ("auto", "dense", "local")
 """How a uniform B-spline layer evaluates its splines: chosen per layer, all basis functions
@@ -60,12 +60,12 @@ dense one the Cox-de Boor recursion over all ``G + k`` functions: the training s
 [64, 256, 256, 10] network at G = 20; networks as small as [2, 5, 1] gain from G = 5
 (benchmarks/PERF.md)."""
 
-PIECES_MIN_BATCH = 2
-"""Rows a layer on non-uniform knots must be called on for ``"auto"`` to take the polynomial
-pieces. A model called on one sample at a time under ``jax.vmap`` (per-sample Jacobians, as
+LOCAL_MIN_BATCH = 2
+"""Rows a layer must be called on for ``"auto"`` to take the local path, on any knots. A
+model called on one sample at a time under ``jax.vmap`` (per-sample Jacobians, as
 Levenberg-Marquardt builds them) compiles programs several times larger through the local
-path (1.3-1.6 s against 0.3 s for a [2, 5, 1] network's Jacobian) for work too small to gain
-from it, so it keeps the dense recursion (benchmarks/PERF.md)."""
+path (1.3-1.6 s against 0.3 s for a [2, 5, 1] network's Jacobian on refined knots) and runs
+them no faster, for work this small, so it keeps the dense basis (benchmarks/PERF.md)."""
 
 # On CPU, elements of the per-step buffers (batch x chunk x n_out) the scan aims for: ~2 MB
 # in float32, small enough to stay in cache, large enough that the loop runs few steps.
@@ -85,17 +85,17 @@ def use_local(spline_eval: str, num_basis: int, order: int, uniform: bool,
     ``"dense"``: never; ``"local"``: always (uniform knots by :func:`local_spline_sum`, any
     other by :func:`piece_spline_sum`); ``"auto"``: when ``num_basis >= ratio * (order + 1)``,
     ``ratio`` :data:`LOCAL_MIN_RATIO` on uniform knots and :data:`PIECES_MIN_RATIO` on
-    others, where ``batch`` (the rows the layer is called on, if known) must also reach
-    :data:`PIECES_MIN_BATCH`.
+    others, and ``batch`` (the rows the layer is called on, if known) reaches
+    :data:`LOCAL_MIN_BATCH`.
     """
     if spline_eval not in SPLINE_EVALS:
         raise ValueError(f"spline_eval must be one of {SPLINE_EVALS}, got {spline_eval!r}")
     if spline_eval != "auto":
         return spline_eval == "local"
-    if uniform:
-        return num_basis >= LOCAL_MIN_RATIO * (int(order) + 1)
-    return (num_basis >= PIECES_MIN_RATIO * (int(order) + 1)
-            and (batch is None or batch >= PIECES_MIN_BATCH))
+    if batch is not None and batch < LOCAL_MIN_BATCH:
+        return False
+    ratio = LOCAL_MIN_RATIO if uniform else PIECES_MIN_RATIO
+    return num_basis >= ratio * (int(order) + 1)
 
 
 def chunk_features(n_in: int, batch: int, n_out: int, num_basis: int,

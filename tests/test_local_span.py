@@ -207,7 +207,9 @@ def test_auto_rule_and_non_uniform_grids():
     assert local_spline.use_local("local", 100 + 3, 3, False)
     assert not local_spline.use_local("auto", 100 + 3, 3, False, batch=1)  # one sample (vmap)
     assert local_spline.use_local("auto", 100 + 3, 3, False, batch=2)
-    assert local_spline.use_local("auto", 100 + 3, 3, True, batch=1)  # uniform: any batch
+    assert not local_spline.use_local("auto", 100 + 3, 3, True, batch=1)  # uniform too
+    assert local_spline.use_local("auto", 100 + 3, 3, True, batch=2)
+    assert local_spline.use_local("local", 100 + 3, 3, True, batch=1)  # asked for: always
     assert not local_spline.use_local("dense", 100 + 3, 3, False)
     with pytest.raises(ValueError, match="spline_eval must be one of"):
         local_spline.use_local("fast", 8, 3, True)
