@@ -30,22 +30,15 @@ def package_version() -> str:
 
 
 def seconds_since_start() -> float:
-    """Wall seconds since this process started, interpreter start-up and imports included.
+    """Wall seconds since this command started: since ``kanjax.cli`` was imported, which
+    ``python -m kanjax`` and the ``kanjax`` script do first, so the imports of JAX and the
+    rest are included and only the interpreter's own start-up (tens of milliseconds) is not.
 
-    Read from ``/proc`` where there is one (Linux: the process's start time against the
-    uptime); elsewhere, or where ``/proc`` gives less, the time since this module was imported,
-    which leaves out the interpreter's start-up and the imports before it.
+    The process's start time (``/proc``) would count more than the command: a shell that runs
+    ``bash -c '... && python -m kanjax demo'`` hands its own process to the last command, whose
+    start time is then the shell's, a ``pip install`` before it included.
     """
-    since_import = time.perf_counter() - _START
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return since_import
-    return max(age, since_import)
+    return time.perf_counter() - _START
 
 
 class _VersionAction(argparse.Action):
@@ -180,7 +173,7 @@ def run_demo(args) -> int:
         print(f"  {name}: {values[0]:.3e} -> {values[-1]:.3e}")
     paths = demo.write_outputs(result, args.out)
     print("wrote " + ", ".join(paths))
-    print(f"total: {seconds_since_start():.2f} s since the process started (imports included)")
+    print(f"total: {seconds_since_start():.2f} s since the command started (imports included)")
     return 0
 
 
