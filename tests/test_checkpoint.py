@@ -4,6 +4,9 @@
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -373,3 +376,21 @@ def test_checkpoint_code_reads_no_names_from_files():
                    "getattr("):
         assert banned not in source, banned
     assert len(source.splitlines()) <= 350
+
+
+def test_a_run_without_checkpoints_never_imports_orbax(tmp_path):
+    # Importing orbax adds 0.3-0.5 s to a process's start: the demo (train, evaluate, plots,
+    # JSON results) must not pay it.
+    code = textwrap.dedent("""
+        import runpy, sys
+        sys.argv = ["kanjax", "demo", "--epochs", "2", "--no-progress", "--out", sys.argv[1]]
+        try:
+            runpy.run_module("kanjax", run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            assert stop.code == 0, stop.code
+        print("ORBAX=" + str(sorted(m for m in sys.modules if m.split(".")[0] == "orbax")))
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ORBAX=[]" in done.stdout, done.stdout
