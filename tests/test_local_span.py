@@ -311,16 +311,21 @@ def test_config_round_trip_and_older_configs():
     assert "spline_eval" not in KANLayer(2, 3, basis="taylor", rngs=nnx.Rngs(0)).config()
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _window_placed_and_full(s, num_basis, order):
+    """The window's values placed at their basis indices, and the full basis, at ``s``."""
+    first, values = basis_lib.cardinal_window(s[:, None], num_basis, order)
+    full = basis_lib.uniform_bspline_basis(s[:, None], 0.0, 1.0, num_basis, order)[:, 0]
+    placed = sum(values[:, 0, l, None] * (jnp.arange(num_basis)[None, :] == first[:, 0, None] + l)
+                 for l in range(order + 1))
+    return first, placed, full
+
+
 def test_window_values_are_the_active_basis_functions():
     s = jnp.linspace(-3.0, 14.0, 171)
     for order in range(4):
         num_basis = 8 + order
-        first, values = basis_lib.cardinal_window(s[:, None], num_basis, order)
-        full = basis_lib.uniform_bspline_basis(s[:, None], 0.0, 1.0, num_basis, order)[:, 0]
-        placed = jnp.zeros_like(full)
-        for l in range(order + 1):
-            placed = placed + values[:, 0, l, None] * (
-                jnp.arange(num_basis)[None, :] == first[:, 0, None] + l)
+        first, placed, full = _window_placed_and_full(s, num_basis, order)
         np.testing.assert_allclose(placed, full, atol=1e-6)
         assert int(first.min()) >= 0 and int(first.max()) <= num_basis - order - 1
 
