@@ -78,8 +78,10 @@ every step pays page faults to map that memory in again each time. jaxkan's nati
 its compiled step once per batch, and each call allocates and frees the step's working memory,
 which at medium is large (tens of thousands of page faults per step with glibc's defaults,
 figures in ``benchmarks/PERF.md``). ``retain`` sets
-``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` in every subprocess so that freed
-memory stays in the process for reuse (a preloaded allocator such as tcmalloc or jemalloc
+``MALLOC_MMAP_MAX_=0``, a huge ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_ARENA_MAX=1`` in every
+subprocess so that freed memory stays in the process for reuse (with more than one arena, a
+block over 64 MB allocated from one of XLA's threads is mapped anew whatever the other two
+say; a preloaded allocator such as tcmalloc or jemalloc
 would be another way; not measured here). kanjax's epoch is one compiled program per
 ``--block`` steps with little working memory per step, and its step time did not change.
 Which setting is fair depends on the machine a user runs on, so ``benchmarks/PERF.md``
@@ -695,8 +697,12 @@ def child_main(args) -> int:
 # the parent: one subprocess per implementation x problem
 
 
-# glibc malloc settings of --malloc retain: no mmap for large blocks, no trimming of the heap
-RETAIN_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**15)}
+# glibc malloc settings of --malloc retain: no mmap for large blocks, no trimming of the heap,
+# and one arena: a thread's own arena holds at most 64 MB, and a larger block allocated
+# from a thread (XLA runs its programs on its own threads) is mapped anew however the rest
+# is set
+RETAIN_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**15),
+                     "MALLOC_ARENA_MAX": "1"}
 
 
 def child_env(malloc: str, base=None) -> dict:

@@ -153,12 +153,14 @@ def test_peers_malloc_retain_sets_glibc_variables_and_inherit_passes_the_environ
     retained = peers.child_env("retain", base)
     assert retained["MALLOC_MMAP_MAX_"] == "0"
     assert int(retained["MALLOC_TRIM_THRESHOLD_"]) >= 2**40
+    assert retained["MALLOC_ARENA_MAX"] == "1"  # one arena: no block is mapped anew per call
     assert base == {"PATH": "/bin", "MALLOC_ARENA_MAX": "2"}  # the caller's mapping is untouched
     with pytest.raises(ValueError, match="--malloc"):
         peers.child_env("tcmalloc", base)
     # the header names every allocator setting a subprocess runs with, and only those
     described = peers.allocator_settings(retained)
-    assert "MALLOC_MMAP_MAX_=0" in described and "MALLOC_ARENA_MAX=2" in described
+    assert "MALLOC_ARENA_MAX=2" in peers.allocator_settings(inherited)
+    assert "MALLOC_MMAP_MAX_=0" in described and "MALLOC_ARENA_MAX=1" in described
     assert "PATH" not in described
     assert "defaults" in peers.allocator_settings({"PATH": "/bin"})
     assert "LD_PRELOAD=libtcmalloc.so" in peers.allocator_settings({"LD_PRELOAD": "libtcmalloc.so"})
